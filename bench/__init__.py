@@ -1,0 +1,3 @@
+"""bench: reproducible meta-learning benchmarks."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,128 @@
+"""What every algorithm implements, and the registry that names them."""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+from torch import nn
+
+from bench.config import Suite
+from bench.errors import BenchError, did_you_mean
+from bench.models import MLP, build_backbone
+from bench.registry import Registry
+from bench.tasks import TaskBatch
+
+ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", entry_point_group="bench.algorithms")
+
+
+def register(name: str):
+    """Class decorator: register an :class:`Algorithm` under ``name`` (its public name)."""
+
+    def decorator(cls: type[Algorithm]) -> type[Algorithm]:
+        if not (isinstance(cls, type) and issubclass(cls, Algorithm)):
+            raise TypeError(f"@register({name!r}) expects an Algorithm subclass, got {cls!r}")
+        cls.name = name
+        return ALGORITHMS.register(name)(cls)
+
+    return decorator
+
+
+class Hyperparameters(BaseModel):
+    """Base of each algorithm's hyperparameters: unknown names and wrong types are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What an algorithm learns: the suite's task type, shapes and backbone."""
+
+    suite: Suite
+    in_features: int
+    out_features: int
+
+    def build_backbone(self, generator: torch.Generator) -> MLP:
+        return build_backbone(self.suite.model, self.in_features, self.out_features, generator)
+
+    def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-task training loss, shape (B,): mean over each task's examples."""
+        return per_task_mse(prediction, target)
+
+    def metric(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-task test metric, shape (B,)."""
+        return per_task_mse(prediction, target)
+
+
+def per_task_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (prediction - target).pow(2).flatten(1).mean(dim=1)
+
+
+class Algorithm(nn.Module):
+    """One meta-learning algorithm.
+
+    Subclasses set ``family``, ``task_types`` and ``Hparams`` and implement
+    ``meta_train_step`` (one outer update on a batch of training tasks, returning the mean loss as
+    a tensor so that no device sync is forced) and ``evaluate`` (adapt to each task's support set
+    and return the per-task metric on its query set). All randomness comes from the ``generator``
+    given at construction.
+    """
+
+    name: ClassVar[str]
+    family: ClassVar[str]
+    task_types: ClassVar[frozenset[str]] = frozenset({"regression"})
+    Hparams: ClassVar[type[Hyperparameters]] = Hyperparameters
+
+    def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
+        super().__init__()
+        self.hparams = hparams
+        self.problem = problem
+        self.generator = generator
+
+    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    @classmethod
+    def applies_to(cls, suite: Suite) -> bool:
+        return suite.task_type in cls.task_types
+
+    @classmethod
+    def summary(cls) -> str:
+        doc = inspect.getdoc(cls) or ""
+        return doc.splitlines()[0] if doc else ""
+
+    @classmethod
+    def code_version(cls) -> str:
+        """A hash of the source files this algorithm runs: its module and the base modules."""
+        digest = hashlib.sha256()
+        modules = {inspect.getmodule(c) for c in cls.__mro__ if c is cls or c.__module__.startswith("bench.")}
+        for module in sorted(modules, key=lambda m: m.__name__):
+            digest.update(inspect.getsource(module).encode())
+        return digest.hexdigest()[:16]
+
+
+def parse_hparams(algorithm: type[Algorithm], values: dict[str, Any], where: str) -> Hyperparameters:
+    try:
+        return algorithm.Hparams.model_validate(values)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = ".".join(str(p) for p in error["loc"])
+        if error["type"] == "extra_forbidden":
+            known = list(algorithm.Hparams.model_fields)
+            raise BenchError(
+                f"{where}: {algorithm.name} has no hyperparameter {field!r}; {did_you_mean(field, known)}"
+            ) from None
+        raise BenchError(
+            f"{where}: {algorithm.name}.{field}: {error['msg']} (got {error.get('input')!r})"
+        ) from None
+
+
+def registered_algorithm(name: str) -> type[Algorithm]:
+    return ALGORITHMS.get(name)

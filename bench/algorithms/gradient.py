@@ -1,0 +1,86 @@
+"""The inner loop shared by the gradient-based algorithms (MAML, FOMAML, Meta-SGD, ANIL, Reptile).
+
+All tasks of a batch adapt together: the meta-parameters are expanded to one copy per task
+(a leading task dimension B), the per-task losses are summed, and one ``autograd.grad`` call then
+yields every task's own gradient, because the tasks do not interact. Second-order terms flow
+through ``create_graph=True``; first-order variants pass ``create_graph=False`` so the adapted
+parameters depend on the meta-parameters only through the identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import torch
+
+from bench.algorithms.base import Algorithm, Hyperparameters, Problem
+from bench.models.mlp import Params
+from bench.tasks import TaskBatch
+
+EVAL_CHUNK = 200  # tasks adapted at once during evaluation; bounds memory on large test sets
+
+
+def per_task(params: Params, n_tasks: int, names: Iterable[str] | None = None) -> Params:
+    """Expand ``names`` (all when None) to one copy per task; the rest stay shared."""
+    names = set(params) if names is None else set(names)
+    return {k: v.unsqueeze(0).expand(n_tasks, *v.shape) if k in names else v for k, v in params.items()}
+
+
+def sgd_steps(
+    loss_fn,
+    params: Params,
+    names: tuple[str, ...],
+    steps: int,
+    lr: float | Mapping[str, torch.Tensor],
+    create_graph: bool,
+) -> Params:
+    """``steps`` gradient steps on ``names``; ``loss_fn(params)`` returns per-task losses (B,)."""
+    for _ in range(steps):
+        loss = loss_fn(params).sum()
+        grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
+        params = dict(params)
+        for name, grad in zip(names, grads):
+            step_size = lr if isinstance(lr, float) else lr[name]
+            params[name] = params[name] - step_size * grad
+    return params
+
+
+class GradientBased(Algorithm):
+    """Adapts the backbone's parameters (or the subset ``adapted_names``) by gradient steps."""
+
+    family = "gradient-based"
+
+    def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
+        super().__init__(hparams, problem, generator)
+        self.backbone = problem.build_backbone(generator)
+
+    @property
+    def adapted_names(self) -> tuple[str, ...]:
+        return tuple(self.backbone.params())
+
+    def inner_lr(self) -> float | Mapping[str, torch.Tensor]:
+        return float(self.hparams.inner_lr)
+
+    def adapt(self, batch: TaskBatch, params: Params, steps: int, create_graph: bool) -> Params:
+        problem, model = self.problem, self.backbone
+
+        def support_loss(p: Params) -> torch.Tensor:
+            return problem.loss(model.functional(p, batch.support_x), batch.support_y)
+
+        return sgd_steps(support_loss, params, self.adapted_names, steps, self.inner_lr(), create_graph)
+
+    def query_predictions(self, batch: TaskBatch, adapted: Params) -> torch.Tensor:
+        return self.backbone.functional(adapted, batch.query_x)
+
+    def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
+        results = []
+        for start in range(0, len(batch), EVAL_CHUNK):
+            chunk = batch.slice(start, start + EVAL_CHUNK)
+            meta = {k: v.detach() for k, v in self.backbone.params().items()}
+            params = per_task(meta, len(chunk), self.adapted_names)
+            params = {k: v.clone().requires_grad_(k in self.adapted_names) for k, v in params.items()}
+            with torch.enable_grad():
+                adapted = self.adapt(chunk, params, inner_steps, create_graph=False)
+            with torch.no_grad():
+                results.append(self.problem.metric(self.query_predictions(chunk, adapted), chunk.query_y))
+        return torch.cat(results)

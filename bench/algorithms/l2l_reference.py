@@ -1,0 +1,83 @@
+"""learn2learn's own MAML-family wrappers, run as reference variants of ours.
+
+Arnold, Mahajan, Datta, Bunner and Zarkias, "learn2learn: A Library for Meta-Learning Research",
+2020. https://arxiv.org/abs/2008.12284
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import io
+from typing import Any
+
+import torch
+
+from bench.algorithms.base import Algorithm, Problem
+from bench.algorithms.maml import MAMLHparams
+from bench.errors import BenchError
+from bench.tasks import TaskBatch
+
+INSTALL_HINT = "install it with `python tools/install_learn2learn.py` (tox and .ci/run do this for you)"
+
+
+def learn2learn_available() -> bool:
+    return importlib.util.find_spec("learn2learn") is not None
+
+
+def import_learn2learn() -> Any:
+    if not learn2learn_available():
+        raise BenchError(f"learn2learn is not installed; {INSTALL_HINT}")
+    # learn2learn imports gym 0.26, which prints a NumPy 2 banner to stderr; bench uses no gym code.
+    with contextlib.redirect_stderr(io.StringIO()):
+        import learn2learn
+
+    return learn2learn
+
+
+class L2LReference(Algorithm):
+    """Wraps a learn2learn meta-learner; tasks are adapted one at a time, as in learn2learn's examples."""
+
+    family = "gradient-based"
+    Hparams = MAMLHparams
+
+    def __init__(self, hparams: MAMLHparams, problem: Problem, generator: torch.Generator) -> None:
+        super().__init__(hparams, problem, generator)
+        self.backbone = problem.build_backbone(generator)
+        self.learner = self.wrap(import_learn2learn(), self.backbone)
+        self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=hparams.outer_lr)
+
+    @classmethod
+    def applies_to(cls, suite) -> bool:
+        return super().applies_to(suite) and learn2learn_available()
+
+    def wrap(self, l2l: Any, model: torch.nn.Module) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def adapted_clone(self, support_x: torch.Tensor, support_y: torch.Tensor, steps: int) -> torch.nn.Module:
+        learner = self.learner.clone()
+        for _ in range(steps):
+            learner.adapt(self.problem.loss(learner(support_x[None]), support_y[None]).sum())
+        return learner
+
+    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
+        losses = []
+        for task in range(len(batch)):
+            learner = self.adapted_clone(batch.support_x[task], batch.support_y[task], self.hparams.inner_steps)
+            losses.append(self.problem.loss(learner(batch.query_x[task][None]), batch.query_y[task][None]))
+        return torch.cat(losses).mean()
+
+    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.meta_loss(batch)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+    def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
+        results = []
+        for task in range(len(batch)):
+            learner = self.adapted_clone(batch.support_x[task], batch.support_y[task], inner_steps)
+            with torch.no_grad():
+                results.append(self.problem.metric(learner(batch.query_x[task][None]), batch.query_y[task][None]))
+        return torch.cat(results)

@@ -1,0 +1,49 @@
+"""MAML: Finn, Abbeel and Levine, "Model-Agnostic Meta-Learning for Fast Adaptation of Deep
+Networks", ICML 2017. https://arxiv.org/abs/1703.03400
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.algorithms.base import Hyperparameters, Problem, register
+from bench.algorithms.gradient import GradientBased, per_task
+from bench.tasks import TaskBatch
+
+
+class MAMLHparams(Hyperparameters):
+    inner_lr: float = 0.01
+    inner_steps: int = 1
+    outer_lr: float = 0.001
+    first_order: bool = False
+
+
+@register("maml")
+class MAML(GradientBased):
+    """MAML (Finn et al. 2017): learn an initialisation from which a few gradient steps on a task's support set fit it.
+
+    Second order by default: the meta-gradient differentiates through the inner steps.
+    """
+
+    Hparams = MAMLHparams
+
+    def __init__(self, hparams: MAMLHparams, problem: Problem, generator: torch.Generator) -> None:
+        super().__init__(hparams, problem, generator)
+        self.add_meta_parameters(generator)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.outer_lr)
+
+    def add_meta_parameters(self, generator: torch.Generator) -> None:
+        """Hook for variants that meta-learn more than the initialisation (before the optimizer exists)."""
+
+    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
+        """Mean query loss after adaptation, differentiable with respect to the meta-parameters."""
+        params = per_task(self.backbone.params(), len(batch), self.adapted_names)
+        adapted = self.adapt(batch, params, self.hparams.inner_steps, create_graph=not self.hparams.first_order)
+        return self.problem.loss(self.query_predictions(batch, adapted), batch.query_y).mean()
+
+    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.meta_loss(batch)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()

@@ -1,0 +1,39 @@
+"""Meta-SGD: Li, Zhou, Chen and Li, "Meta-SGD: Learning to Learn Quickly for Few-Shot Learning",
+2017. https://arxiv.org/abs/1707.09835
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from bench.algorithms.base import register
+from bench.algorithms.maml import MAML, MAMLHparams
+
+
+class MetaSGDHparams(MAMLHparams):
+    # The paper draws each initial learning rate from U[0.005, 0.1].
+    lr_init_low: float = 0.005
+    lr_init_high: float = 0.1
+
+
+@register("metasgd")
+class MetaSGD(MAML):
+    """Meta-SGD (Li et al. 2017): MAML that also meta-learns one inner learning rate per weight (a vector, same shape as the weights).
+
+    ``inner_lr`` is unused: the learned rates replace it.
+    """
+
+    Hparams = MetaSGDHparams
+
+    def add_meta_parameters(self, generator: torch.Generator) -> None:
+        low, high = self.hparams.lr_init_low, self.hparams.lr_init_high
+        self.learned_lrs = nn.ParameterDict()
+        for name, param in self.backbone.named_parameters():
+            rates = torch.empty_like(param).uniform_(low, high, generator=generator)
+            self.learned_lrs[name.replace(".", "/")] = nn.Parameter(rates)
+
+    def inner_lr(self) -> Mapping[str, torch.Tensor]:
+        return {name.replace("/", "."): rate for name, rate in self.learned_lrs.items()}

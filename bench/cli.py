@@ -1,0 +1,127 @@
+"""``python -m bench``: a thin command line over :mod:`bench.api`.
+
+Exit codes: 0 success, 1 a run failed, 2 bad input (nothing was run or changed), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from bench.errors import BenchError
+
+log = logging.getLogger("bench")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m bench", description="Reproducible meta-learning benchmarks.")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    listing = commands.add_parser("list", help="list suites (with tiers) and algorithms (with task types)")
+    listing.add_argument("--format", choices=["table", "json"], default="table")
+
+    validate = commands.add_parser("validate", help="check every suite file at every tier")
+    validate.add_argument("suites", nargs="*", help="suite names (default: all)")
+
+    run = commands.add_parser("run", help="run algorithms on a suite and print its leaderboard")
+    run.add_argument("suite", help="suite name (see `list`) or path to a suite file")
+    run.add_argument("--algorithms", type=_names, help="comma-separated names (default: all that apply)")
+    run.add_argument("--seeds", type=_seeds, help="comma-separated training seeds (default: the tier's)")
+    run.add_argument("--tier", help="smoke, standard or paper (default: the suite's default tier)")
+    run.add_argument("--results-dir", type=Path, default=Path("results"))
+    run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a hyperparameter (maml.inner_lr=0.01) or suite field (suite.test_tasks=100)")
+
+    board = commands.add_parser("leaderboard", help="print a suite's leaderboard from stored records")
+    board.add_argument("suite")
+    board.add_argument("--results-dir", type=Path, default=Path("results"))
+    board.add_argument("--tier", help="only this tier")
+    board.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    return parser
+
+
+def _list(args: argparse.Namespace) -> int:
+    from bench import api
+
+    suites, algorithms = api.list_suites(), api.list_algorithms()
+    if args.format == "json":
+        print(json.dumps({"suites": suites, "algorithms": algorithms}, indent=1))
+        return 0
+    print("Suites:")
+    for s in suites:
+        print(f"  {s['name']:<14} {s['task_type']:<15} tiers: {', '.join(s['tiers'])}  {s['description']}")
+    print("Algorithms:")
+    for a in algorithms:
+        print(f"  {a['name']:<14} {a['family']:<15} {', '.join(a['task_types']):<15} {a['summary']}")
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from bench import api
+    from bench.config import available_suites
+
+    errors = api.validate_suites(args.suites or None)
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if not errors:
+        print(f"ok: {len(args.suites or available_suites())} suite file(s) valid at every tier")
+    return 2 if errors else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from bench import leaderboard
+    from bench.runner import execute, plan_run
+
+    plan = plan_run(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, args.overrides)
+    log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
+             plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
+    results = execute(plan, progress=not args.quiet)
+    failed = [r for r in results if r["status"] != "completed"]
+    print(leaderboard.render(leaderboard.leaderboards(args.results_dir, plan.suite.name, plan.suite.tier)))
+    for record in failed:
+        print(f"error: {record['algorithm']['name']} seed {record['seeds']['training_seed']} {record['status']}: "
+              f"{record['error']['type']}: {record['error']['message']} (record: {record['_path']})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _leaderboard(args: argparse.Namespace) -> int:
+    from bench import leaderboard
+
+    print(leaderboard.render(leaderboard.leaderboards(args.results_dir, args.suite, args.tier), args.format))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
+    handlers = {"list": _list, "validate": _validate, "run": _run, "leaderboard": _leaderboard}
+    try:
+        return handlers[args.command](args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: finished records are kept; the run in progress is recorded as interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,274 @@
+"""Suite files: declarative YAML validated into typed, frozen configuration at load time.
+
+A suite file names its task source (``data``), the network (``model``), the protocol fields, the
+training seeds and the tiers (``smoke``, ``standard``, ``paper``: overrides of the same fields).
+``include: other.yaml`` reads another suite file first and overrides the keys given here.
+Every error names the file and the field and says what is allowed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from bench.errors import BenchError, did_you_mean
+
+SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+TIERS = ("smoke", "standard", "paper")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SineData(StrictModel):
+    """Finn et al. 2017: y = A sin(x - phase), A ~ U[a0, a1], phase ~ U[p0, p1], x ~ U[x0, x1]."""
+
+    kind: Literal["sine"]
+    amplitude_range: tuple[float, float] = (0.1, 5.0)
+    phase_range: tuple[float, float] = (0.0, math.pi)
+    input_range: tuple[float, float] = (-5.0, 5.0)
+
+    @model_validator(mode="after")
+    def _ranges_ordered(self) -> SineData:
+        for name in ("amplitude_range", "phase_range", "input_range"):
+            low, high = getattr(self, name)
+            if not low <= high:
+                raise ValueError(f"{name} must be [low, high] with low <= high, got [{low}, {high}]")
+        return self
+
+
+class MLPModel(StrictModel):
+    """A multilayer perceptron; ``hidden`` lists the hidden widths."""
+
+    kind: Literal["mlp"]
+    hidden: tuple[int, ...] = Field(default=(40, 40), min_length=1)
+    activation: Literal["relu", "tanh"] = "relu"
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> MLPModel:
+        if any(w < 1 for w in self.hidden):
+            raise ValueError(f"hidden widths must be >= 1, got {list(self.hidden)}")
+        return self
+
+
+class Budget(StrictModel):
+    """Fields a tier may override (training budget and evaluation size)."""
+
+    meta_iterations: int | None = Field(default=None, ge=1)
+    val_every: int | None = Field(default=None, ge=1)
+    val_tasks: int | None = Field(default=None, ge=1)
+    test_tasks: int | None = Field(default=None, ge=1)
+    test_inner_steps: int | None = Field(default=None, ge=0)
+    seeds: tuple[int, ...] | None = Field(default=None, min_length=1)
+    warmup_iterations: int | None = Field(default=None, ge=0)
+
+
+class PublishedResult(StrictModel):
+    """A number from a paper, shown beside ours only when ``conditions`` match the record."""
+
+    algorithm: str
+    value: float
+    ci95: float | None = None
+    source: str
+    verified: bool = False
+    conditions: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return "published" if self.verified else "published (unverified)"
+
+
+class Suite(StrictModel):
+    """A validated suite at one tier. Protocol fields are recorded in every run record."""
+
+    name: str
+    version: int = Field(ge=1)
+    description: str
+    task_type: Literal["regression", "classification"]
+    protocol: str = Field(description="name of the published protocol this suite follows")
+    data: SineData
+    model: MLPModel
+    metric: Literal["mse", "accuracy"]
+    shots: int = Field(ge=1, description="support examples per task (per class for classification)")
+    queries: int = Field(ge=1, description="query examples per task (per class for classification)")
+    meta_batch_size: int = Field(ge=1)
+    meta_iterations: int = Field(ge=1)
+    val_every: int = Field(ge=1)
+    val_tasks: int = Field(ge=1)
+    test_tasks: int = Field(ge=1)
+    test_inner_steps: int = Field(ge=0)
+    warmup_iterations: int = Field(default=5, ge=0)
+    episode_seed: int = Field(default=0, description="seed of the validation and test episodes")
+    seeds: tuple[int, ...] = Field(min_length=1, description="training seeds")
+    ci_method: Literal["normal"] = "normal"
+    algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    exclude_algorithms: tuple[str, ...] = ()
+    tiers: dict[Literal["smoke", "standard", "paper"], Budget]
+    default_tier: Literal["smoke", "standard", "paper"] = "standard"
+    published: tuple[PublishedResult, ...] = ()
+    tier: str | None = None
+    source_file: str | None = None
+    file_sha256: str | None = None
+    overrides: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Suite:
+        if self.default_tier not in self.tiers:
+            raise ValueError(f"default_tier {self.default_tier!r} has no entry under tiers")
+        if self.metric == "mse" and self.task_type != "regression":
+            raise ValueError("metric 'mse' needs task_type 'regression'")
+        if self.metric == "accuracy" and self.task_type != "classification":
+            raise ValueError("metric 'accuracy' needs task_type 'classification'")
+        return self
+
+    @property
+    def lower_is_better(self) -> bool:
+        return self.metric == "mse"
+
+    def protocol_fields(self) -> dict[str, Any]:
+        """Everything that decides what a number means: two records compare only if these match."""
+        return {
+            "suite": self.name,
+            "suite_version": self.version,
+            "protocol": self.protocol,
+            "task_type": self.task_type,
+            "data": self.data.model_dump(mode="json"),
+            "model": self.model.model_dump(mode="json"),
+            "metric": self.metric,
+            "shots": self.shots,
+            "queries": self.queries,
+            "meta_batch_size": self.meta_batch_size,
+            "test_tasks": self.test_tasks,
+            "test_inner_steps": self.test_inner_steps,
+            "episode_seed": self.episode_seed,
+            "ci_method": self.ci_method,
+            "batch_norm": "none",
+        }
+
+    def protocol_hash(self) -> str:
+        text = json.dumps(self.protocol_fields(), sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def budget(self) -> dict[str, Any]:
+        return {
+            "meta_iterations": self.meta_iterations,
+            "val_every": self.val_every,
+            "val_tasks": self.val_tasks,
+            "warmup_iterations": self.warmup_iterations,
+        }
+
+
+BUDGET_FIELDS = tuple(Budget.model_fields)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    if path in seen:
+        raise BenchError(f"{path}: include cycle through {' -> '.join(map(str, seen))}")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise BenchError(f"{path}: suite file not found") from None
+    except yaml.YAMLError as exc:
+        raise BenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise BenchError(f"{path}: a suite file must be a YAML mapping of fields, got {type(raw).__name__}")
+    include = raw.pop("include", None)
+    if include is None:
+        return raw
+    if not isinstance(include, str):
+        raise BenchError(f"{path}: field 'include' must be a file name, got {include!r}")
+    return _deep_merge(_read_yaml(path.parent / include, (*seen, path)), raw)
+
+
+def _format_validation_error(path: Path | str, exc: ValidationError, model: type[BaseModel]) -> str:
+    error = exc.errors()[0]
+    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    message = error["msg"].removeprefix("Value error, ")
+    if error["type"] == "extra_forbidden":
+        known = model.model_fields if len(error["loc"]) == 1 else {}
+        hint = f"; {did_you_mean(str(error['loc'][-1]), known)}" if known else ""
+        return f"{path}: unknown field {location!r}{hint}"
+    if error["type"] == "missing":
+        return f"{path}: field {location!r} is required"
+    shown = error.get("input")
+    got = f" (got {shown!r})" if shown is not None and not isinstance(shown, dict) else ""
+    return f"{path}: field {location!r}: {message}{got}"
+
+
+def suite_path(name_or_path: str, suites_dir: Path = SUITES_DIR) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return candidate
+    path = suites_dir / f"{name_or_path}.yaml"
+    if not path.exists():
+        raise BenchError(
+            f"unknown suite {name_or_path!r}; {did_you_mean(name_or_path, available_suites(suites_dir))} "
+            f"(suite files live in {suites_dir})"
+        )
+    return path
+
+
+def available_suites(suites_dir: Path = SUITES_DIR) -> list[str]:
+    return sorted(p.stem for p in suites_dir.glob("*.yaml"))
+
+
+def load_suite(
+    name_or_path: str,
+    tier: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    override_texts: tuple[str, ...] = (),
+    suites_dir: Path = SUITES_DIR,
+) -> Suite:
+    """Read, merge, validate and resolve a suite at ``tier`` (its default tier when None).
+
+    ``overrides`` maps suite field names to values (from ``--set suite.FIELD=VALUE``); they win over
+    the tier, which wins over the file.
+    """
+    path = suite_path(name_or_path, suites_dir)
+    raw = _read_yaml(path)
+    tiers_raw = raw.get("tiers")
+    chosen = tier or raw.get("default_tier", "standard")
+    if tier is not None and tier not in TIERS:
+        raise BenchError(f"unknown tier {tier!r}; {did_you_mean(tier, TIERS)}")
+    if isinstance(tiers_raw, dict):
+        if chosen not in tiers_raw:
+            raise BenchError(f"{path}: suite has no tier {chosen!r}; it has {sorted(tiers_raw)}")
+        tier_fields = tiers_raw[chosen]
+        if isinstance(tier_fields, dict):
+            raw = {**raw, **{k: v for k, v in tier_fields.items() if v is not None}}
+    raw = {**raw, **(overrides or {})}
+    raw.update(
+        tier=chosen,
+        source_file=str(path),
+        file_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        overrides=tuple(override_texts),
+    )
+    try:
+        return Suite.model_validate(raw)
+    except ValidationError as exc:
+        raise BenchError(_format_validation_error(path, exc, Suite)) from None
+
+
+SUITE_OVERRIDABLE = tuple(
+    name
+    for name in Suite.model_fields
+    if name not in {"name", "version", "description", "tiers", "default_tier", "published", "tier",
+                    "source_file", "file_sha256", "overrides", "algorithms", "exclude_algorithms"}
+)

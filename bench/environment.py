@@ -1,0 +1,88 @@
+"""The environment a run was measured in: recorded in every run record."""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import subprocess
+import sys
+from functools import lru_cache
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import BenchError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def resolve_device(requested: str) -> torch.device:
+    """``auto`` picks CUDA when present; asking for CUDA on a machine without it is an error."""
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cpu":
+        return torch.device("cpu")
+    if requested.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {requested}: CUDA is not available on this machine; use --device cpu or auto")
+        device = torch.device(requested)
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise BenchError(f"--device {requested}: only {torch.cuda.device_count()} CUDA device(s) present")
+        return device
+    raise BenchError(f"--device {requested!r}: expected cpu, cuda, cuda:N or auto")
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+@lru_cache(maxsize=1)
+def git_state() -> dict[str, Any]:
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    status = git("status", "--porcelain", "--untracked-files=no")
+    return {"commit": commit, "dirty": bool(status) if status is not None else None}
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    cuda = device.type == "cuda"
+    return {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "hostname": socket.gethostname(),
+        "cpu": _cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "cuda_runtime": torch.version.cuda,
+        "cuda_available": torch.cuda.is_available(),
+        "cudnn": torch.backends.cudnn.version() if cuda else None,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
+        "packages": {name: _package_version(name) for name in ("bench", "numpy", "pandas", "learn2learn")},
+        "git": git_state(),
+    }

@@ -1,0 +1,151 @@
+"""Leaderboards built with pandas from stored records only.
+
+Records share a table only when they are comparable: same suite version, tier and protocol
+(hash of every protocol field). For each algorithm, the newest completed record per training
+seed counts. ``mean`` is the mean over seeds of each seed's test mean; ``ci95`` is the mean over
+seeds of each seed's 95% interval over test episodes (episode sampling); ``seed_std`` is the
+spread of the seed means (training randomness).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bench import records
+from bench.config import Suite, load_suite
+from bench.errors import BenchError
+
+COLUMNS = ["rank", "algorithm", "family", "mean", "ci95", "seed_std", "n_seeds", "seeds", "n_episodes",
+           "meta_train_tasks_per_s", "test_tasks_per_s", "peak_mem_mb", "wall_time_s", "published"]
+
+
+def _published(suite: Suite | None, algorithm: str, protocol: dict[str, Any]) -> str:
+    if suite is None:
+        return ""
+    for entry in suite.published:
+        if entry.algorithm == algorithm and all(protocol.get(k) == v for k, v in entry.conditions.items()):
+            ci = f" +- {entry.ci95:g}" if entry.ci95 is not None else ""
+            return f"{entry.value:g}{ci} ({entry.label}: {entry.source})"
+    return ""
+
+
+def records_frame(results_dir: Path, suite_name: str) -> pd.DataFrame:
+    """One row per completed record of ``suite_name``."""
+    rows = []
+    for record in records.load_records(results_dir, suite_name):
+        if record["status"] != "completed":
+            continue
+        rows.append({
+            "suite": record["suite"]["name"],
+            "suite_version": record["suite"]["version"],
+            "tier": record["suite"]["tier"],
+            "protocol_hash": record["suite"]["protocol_hash"],
+            "protocol": json.dumps(record["suite"]["protocol"], sort_keys=True),
+            "algorithm": record["algorithm"]["name"],
+            "family": record["algorithm"]["family"],
+            "hyperparameters": json.dumps(record["algorithm"]["hyperparameters"], sort_keys=True),
+            "seed": record["seeds"]["training_seed"],
+            "started_at": record["started_at"],
+            "mean": record["metric"]["mean"],
+            "ci95": record["metric"]["ci95"],
+            "n_episodes": record["metric"]["n_episodes"],
+            "lower_is_better": record["metric"]["lower_is_better"],
+            "metric": record["metric"]["name"],
+            "meta_train_tasks_per_s": record["timing"]["meta_train_tasks_per_s"],
+            "test_tasks_per_s": record["timing"]["test_tasks_per_s"],
+            "peak_mem_mb": record["memory"]["peak_mb"],
+            "wall_time_s": record["timing"]["wall_time_s"],
+            "path": record["_path"],
+        })
+    return pd.DataFrame(rows)
+
+
+def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = None) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """A (description, table) pair per group of comparable records, best first within each."""
+    results_dir = Path(results_dir)
+    frame = records_frame(results_dir, suite_name)
+    if frame.empty:
+        raise BenchError(f"no completed records for suite {suite_name!r} under {results_dir}; run `python -m bench run {suite_name}` first")
+    if tier is not None:
+        frame = frame[frame["tier"] == tier]
+        if frame.empty:
+            raise BenchError(f"no completed {tier}-tier records for suite {suite_name!r} under {results_dir}")
+    try:
+        suite = load_suite(suite_name)
+    except BenchError:
+        suite = None  # records of a suite file that no longer exists still make a table
+    tables = []
+    for (version, tier_name, protocol_hash), group in frame.groupby(["suite_version", "tier", "protocol_hash"], sort=True):
+        newest = group.sort_values("started_at").groupby(["algorithm", "seed"], as_index=False).last()
+        lower = bool(newest["lower_is_better"].iloc[0])
+        protocol = json.loads(newest["protocol"].iloc[0])
+        table = newest.groupby("algorithm").agg(
+            family=("family", "first"),
+            mean=("mean", "mean"),
+            ci95=("ci95", "mean"),
+            seed_std=("mean", lambda s: float(s.std(ddof=1)) if len(s) > 1 else math.nan),
+            n_seeds=("seed", "nunique"),
+            seeds=("seed", lambda s: ",".join(str(v) for v in sorted(s))),
+            n_episodes=("n_episodes", "first"),
+            meta_train_tasks_per_s=("meta_train_tasks_per_s", "mean"),
+            test_tasks_per_s=("test_tasks_per_s", "mean"),
+            peak_mem_mb=("peak_mem_mb", "max"),
+            wall_time_s=("wall_time_s", "mean"),
+        ).reset_index()
+        table = table.sort_values("mean", ascending=lower).reset_index(drop=True)
+        table.insert(0, "rank", range(1, len(table) + 1))
+        table["published"] = [_published(suite, a, protocol) for a in table["algorithm"]]
+        description = {
+            "suite": suite_name, "suite_version": int(version), "tier": tier_name, "protocol_hash": protocol_hash,
+            "metric": newest["metric"].iloc[0], "lower_is_better": lower, "protocol": protocol,
+        }
+        tables.append((description, table[COLUMNS]))
+    return tables
+
+
+def _markdown(table: pd.DataFrame) -> str:
+    def cell(value: Any) -> str:
+        if isinstance(value, float):
+            return "" if math.isnan(value) else f"{value:.4g}"
+        return str(value)
+
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _title(description: dict[str, Any]) -> str:
+    protocol = description["protocol"]
+    better = "lower is better" if description["lower_is_better"] else "higher is better"
+    return (f"{description['suite']} v{description['suite_version']}, {description['tier']} tier, "
+            f"protocol {description['protocol_hash']}: {description['metric']} ({better}), "
+            f"{protocol['shots']} shots, {protocol['queries']} queries, {protocol['test_tasks']} test tasks, "
+            f"{protocol['test_inner_steps']} test inner steps")
+
+
+def render(tables: list[tuple[dict[str, Any], pd.DataFrame]], fmt: str = "table") -> str:
+    if fmt == "json":
+        out = []
+        for description, table in tables:
+            for row in json.loads(table.to_json(orient="records")):
+                row["seeds"] = [int(s) for s in row["seeds"].split(",")]
+                out.append({**row, "suite": description["suite"], "tier": description["tier"],
+                            "protocol_hash": description["protocol_hash"], "metric": description["metric"],
+                            "lower_is_better": description["lower_is_better"]})
+        return json.dumps(out, indent=1)
+    if fmt == "csv":
+        return "".join(
+            table.assign(tier=d["tier"], protocol_hash=d["protocol_hash"], metric=d["metric"]).to_csv(index=False, header=(i == 0))
+            for i, (d, table) in enumerate(tables)
+        )
+    if fmt == "markdown":
+        return "\n\n".join(f"**{_title(d)}**\n\n{_markdown(t)}" for d, t in tables)
+    if fmt == "table":
+        with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 60):
+            return "\n\n".join(f"{_title(d)}\n{t.to_string(index=False, float_format=lambda v: f'{v:.4g}')}" for d, t in tables)
+    raise BenchError(f"unknown format {fmt!r}; use table, json, csv or markdown")

@@ -1,0 +1,18 @@
+"""Networks with a functional forward: parameters are passed in, optionally with a task dimension."""
+
+from __future__ import annotations
+
+import torch
+
+from bench.config import MLPModel
+from bench.models.mlp import MLP
+from bench.models.init import reset_parameters_
+
+
+def build_backbone(config: MLPModel, in_features: int, out_features: int, generator: torch.Generator) -> MLP:
+    model = MLP(in_features, config.hidden, out_features, config.activation)
+    reset_parameters_(model, generator)
+    return model
+
+
+__all__ = ["MLP", "build_backbone", "reset_parameters_"]

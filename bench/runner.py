@@ -1,0 +1,340 @@
+"""Runs algorithms on a suite: plan (validate everything), then train, select, test, record.
+
+``plan_run`` checks every name, value, file and directory before any work starts, so bad input
+costs nothing and changes nothing. ``execute`` runs each (algorithm, seed) pair, writing one
+record per run.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from bench import records
+from bench.algorithms import ALGORITHMS, Algorithm, Hyperparameters, Problem
+from bench.algorithms.base import parse_hparams
+from bench.config import SUITE_OVERRIDABLE, Suite, load_suite
+from bench.environment import environment, resolve_device
+from bench.errors import BenchError, did_you_mean
+from bench.seeding import generator
+from bench.stats import mean_ci95
+from bench.tasks import TaskBatch, episode_hash, make_task_source
+from bench.timing import PeakMemory, SegmentTimer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Overrides:
+    """``--set`` values: ``suite.FIELD=VALUE`` or ``ALGORITHM.HYPERPARAMETER=VALUE``."""
+
+    suite: dict[str, Any] = field(default_factory=dict)
+    algorithms: dict[str, dict[str, Any]] = field(default_factory=dict)
+    texts: tuple[str, ...] = ()
+
+    @classmethod
+    def parse(cls, texts: list[str] | tuple[str, ...]) -> Overrides:
+        suite: dict[str, Any] = {}
+        algorithms: dict[str, dict[str, Any]] = {}
+        for text in texts:
+            key, sep, raw_value = text.partition("=")
+            owner, dot, name = key.strip().rpartition(".")
+            if not sep or not dot or not owner or not name:
+                raise BenchError(
+                    f"--set {text!r}: expected ALGORITHM.NAME=VALUE or suite.FIELD=VALUE, e.g. --set maml.inner_lr=0.01"
+                )
+            try:
+                value = yaml.safe_load(raw_value) if raw_value.strip() else None
+            except yaml.YAMLError:
+                raise BenchError(f"--set {text!r}: cannot read value {raw_value!r}") from None
+            if owner == "suite":
+                if name not in SUITE_OVERRIDABLE:
+                    raise BenchError(f"--set {text!r}: suite has no field {name!r} to set; {did_you_mean(name, SUITE_OVERRIDABLE)}")
+                suite[name] = value
+            else:
+                ALGORITHMS.get(owner)  # raises "unknown algorithm ... did you mean"
+                algorithms.setdefault(owner, {})[name] = value
+        return cls(suite, algorithms, tuple(texts))
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    algorithm: type[Algorithm]
+    hparams: Hyperparameters
+    seed: int
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    suite: Suite
+    runs: tuple[PlannedRun, ...]
+    device: torch.device
+    results_dir: Path
+    skipped: dict[str, str]
+
+
+def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[type[Algorithm]], dict[str, str]]:
+    """The algorithms to run and, for the default selection, those left out with the reason."""
+    skipped: dict[str, str] = {}
+    if requested:
+        chosen = []
+        for name in requested:
+            algorithm = ALGORITHMS.get(name)
+            if not algorithm.applies_to(suite):
+                raise BenchError(
+                    f"algorithm {name!r} does not apply to suite {suite.name!r} "
+                    f"({suite.task_type}; {name} supports {', '.join(sorted(algorithm.task_types))}"
+                    f"{'; is learn2learn installed?' if name.endswith('.l2l') else ''})"
+                )
+            chosen.append(algorithm)
+        return chosen, skipped
+    chosen = []
+    for name in ALGORITHMS.names():
+        algorithm = ALGORITHMS.get(name)
+        if name in suite.exclude_algorithms:
+            skipped[name] = "excluded by the suite"
+        elif suite.task_type not in algorithm.task_types:
+            skipped[name] = f"supports {', '.join(sorted(algorithm.task_types))}, not {suite.task_type}"
+        elif not algorithm.applies_to(suite):
+            skipped[name] = "not available here (learn2learn is not installed)"
+        else:
+            chosen.append(algorithm)
+    return chosen, skipped
+
+
+def plan_run(
+    suite_name: str,
+    algorithms: list[str] | None = None,
+    seeds: list[int] | None = None,
+    tier: str | None = None,
+    results_dir: Path | str = "results",
+    device: str = "auto",
+    overrides: list[str] | tuple[str, ...] = (),
+) -> RunPlan:
+    """Resolve and validate a run; raises ``BenchError`` for any bad input, having done nothing."""
+    parsed = Overrides.parse(overrides)
+    suite = load_suite(suite_name, tier=tier, overrides=parsed.suite, override_texts=parsed.texts)
+    chosen, skipped = resolve_algorithms(suite, algorithms)
+    chosen_names = {a.name for a in chosen}
+    for name in parsed.algorithms:
+        if name not in chosen_names:
+            raise BenchError(f"--set {name}.*: {name} is not among the algorithms being run ({', '.join(sorted(chosen_names))})")
+    for name in suite.algorithms:
+        ALGORITHMS.get(name)
+    runs = []
+    for algorithm in chosen:
+        values = {**suite.algorithms.get(algorithm.name, {}), **parsed.algorithms.get(algorithm.name, {})}
+        hparams = parse_hparams(algorithm, values, "--set" if algorithm.name in parsed.algorithms else str(suite.source_file))
+        for seed in seeds if seeds else suite.seeds:
+            runs.append(PlannedRun(algorithm, hparams, seed))
+    results_path = Path(results_dir)
+    records.check_writable(results_path)
+    records.load_records(results_path, suite.name)  # an unreadable stored record stops us here
+    return RunPlan(suite, tuple(runs), resolve_device(device), results_path, skipped)
+
+
+class Episodes:
+    """The suite's episodes on the device; validation and test sets are drawn once and shared."""
+
+    def __init__(self, suite: Suite, device: torch.device) -> None:
+        self.suite = suite
+        self.device = device
+        self.source = make_task_source(suite)
+        self._fixed: dict[str, tuple[TaskBatch, str]] = {}
+
+    def fixed(self, split: str, n_tasks: int) -> tuple[TaskBatch, str]:
+        """The first ``n_tasks`` episodes of ``split`` under the suite's episode seed, and their hash."""
+        key = f"{split}/{n_tasks}"
+        if key not in self._fixed:
+            batch = self.source.batch(split, self.suite.episode_seed, range(n_tasks))
+            self._fixed[key] = (batch.to(self.device), episode_hash(batch))
+        return self._fixed[key]
+
+    def train(self, seed: int, iteration: int) -> TaskBatch:
+        size = self.suite.meta_batch_size
+        return self.source.batch("train", seed, range(iteration * size, (iteration + 1) * size)).to(self.device)
+
+
+def problem_for(suite: Suite) -> Problem:
+    return Problem(suite=suite, in_features=1, out_features=1)
+
+
+def _state_copy(algorithm: Algorithm) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in algorithm.state_dict().items()}
+
+
+def _base_record(plan: RunPlan, run: PlannedRun, run_id: str, episodes: Episodes) -> dict[str, Any]:
+    suite = plan.suite
+    _, test_hash = episodes.fixed("test", suite.test_tasks)
+    _, val_hash = episodes.fixed("val", suite.val_tasks)
+    return {
+        "schema_version": records.SCHEMA_VERSION,
+        "run_id": run_id,
+        "status": "running",
+        "suite": {
+            "name": suite.name,
+            "version": suite.version,
+            "tier": suite.tier,
+            "file": suite.source_file,
+            "file_sha256": suite.file_sha256,
+            "protocol": suite.protocol_fields(),
+            "protocol_hash": suite.protocol_hash(),
+            "budget": suite.budget(),
+            "overrides": list(suite.overrides),
+        },
+        "algorithm": {
+            "name": run.algorithm.name,
+            "family": run.algorithm.family,
+            "hyperparameters": run.hparams.model_dump(mode="json"),
+            "code_version": run.algorithm.code_version(),
+        },
+        "seeds": {
+            "training_seed": run.seed,
+            "init": ["suite", suite.name, "init", run.seed],
+            "train_episodes": {"split": "train", "seed": run.seed, "first_index": 0},
+            "val_episodes": {"split": "val", "seed": suite.episode_seed, "count": suite.val_tasks, "sha256": val_hash},
+            "test_episodes": {"split": "test", "seed": suite.episode_seed, "count": suite.test_tasks, "sha256": test_hash},
+        },
+        "environment": environment(plan.device),
+        "started_at": records.utc_now(),
+    }
+
+
+def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool = True) -> dict[str, Any]:
+    """Meta-train with checkpoint selection on validation episodes, test, time, and record."""
+    suite, device = plan.suite, plan.device
+    run_id = records.new_run_id()
+    path = records.record_path(plan.results_dir, suite.name, suite.tier, run.algorithm.name, run.seed, run_id)
+    record = _base_record(plan, run, run_id, episodes)
+    records.write_record(path, record)
+    wall_start = time.perf_counter()
+    iteration = 0
+    try:
+        memory = PeakMemory(device)
+        algorithm = run.algorithm(run.hparams, problem_for(suite), generator("suite", suite.name, "init", run.seed)).to(device)
+        val_batch, _ = episodes.fixed("val", suite.val_tasks)
+        test_batch, _ = episodes.fixed("test", suite.test_tasks)
+        train_timer, data_seconds = SegmentTimer(device), 0.0
+        curve: list[dict[str, float]] = []
+        best_value, best_iteration, best_state = math.inf, 0, _state_copy(algorithm)
+        sign = 1.0 if suite.lower_is_better else -1.0
+        running_loss = torch.zeros((), device=device)
+        bar = tqdm(total=suite.meta_iterations, desc=f"{run.algorithm.name} seed {run.seed}", disable=None if progress else True,
+                   leave=False, unit="it")
+        algorithm.train()
+        for iteration in range(suite.meta_iterations):
+            timed = iteration >= suite.warmup_iterations
+            if timed:
+                train_timer.start()
+            data_start = time.perf_counter()
+            batch = episodes.train(run.seed, iteration)
+            data_seconds += time.perf_counter() - data_start if timed else 0.0
+            running_loss += algorithm.meta_train_step(batch, iteration)
+            if timed:
+                train_timer.stop()
+            bar.update()
+            done = iteration + 1
+            if done % suite.val_every == 0 or done == suite.meta_iterations:
+                mean_loss = running_loss.item() / (done - (curve[-1]["iteration"] if curve else 0))
+                running_loss.zero_()
+                if not math.isfinite(mean_loss):
+                    raise FloatingPointError(f"meta-training loss is {mean_loss} at iteration {done}")
+                value = algorithm.evaluate(val_batch, suite.test_inner_steps).mean().item()
+                curve.append({"iteration": done, "wall_time_s": time.perf_counter() - wall_start,
+                              "train_loss": mean_loss, "val_metric": value})
+                if sign * value < sign * best_value:
+                    best_value, best_iteration, best_state = value, done, _state_copy(algorithm)
+                bar.set_postfix(loss=f"{mean_loss:.3g}", val=f"{value:.3g}")
+        bar.close()
+        algorithm.load_state_dict(best_state)
+        test_timer = SegmentTimer(device)
+        test_timer.start()
+        per_task = algorithm.evaluate(test_batch, suite.test_inner_steps)
+        test_timer.stop()
+        test_seconds = test_timer.seconds()
+        values = per_task.double().cpu().tolist()
+        if not all(math.isfinite(v) for v in values):
+            raise FloatingPointError("the test metric is not finite for some tasks")
+        mean, ci95 = mean_ci95(values)
+        timed_iterations = suite.meta_iterations - min(suite.warmup_iterations, suite.meta_iterations)
+        train_seconds = train_timer.seconds()
+        record.update(
+            status="completed",
+            metric={
+                "name": suite.metric,
+                "lower_is_better": suite.lower_is_better,
+                "mean": mean,
+                "ci95": ci95,
+                "ci_method": "1.96 * std(ddof=0) / sqrt(n) over test episodes",
+                "n_episodes": len(values),
+                "per_task": values,
+            },
+            training={
+                "meta_iterations": suite.meta_iterations,
+                "best_iteration": best_iteration,
+                "best_val_metric": best_value,
+                "selection": "best validation metric, checked every val_every iterations",
+                "curve": curve,
+            },
+            timing={
+                "method": train_timer.method,
+                "warmup_iterations": min(suite.warmup_iterations, suite.meta_iterations),
+                "timed_iterations": timed_iterations,
+                "meta_train_seconds": train_seconds,
+                "meta_train_tasks_per_s": timed_iterations * suite.meta_batch_size / train_seconds if train_seconds else None,
+                "data_seconds": data_seconds,
+                "data_share": data_seconds / train_seconds if train_seconds else None,
+                "test_seconds": test_seconds,
+                "test_tasks_per_s": len(values) / test_seconds if test_seconds else None,
+                "wall_time_s": time.perf_counter() - wall_start,
+            },
+            memory={"peak_mb": memory.peak_mb(), "kind": memory.kind},
+            ended_at=records.utc_now(),
+        )
+    except KeyboardInterrupt:
+        record.update(status="interrupted", ended_at=records.utc_now(),
+                      error={"type": "KeyboardInterrupt", "message": f"interrupted at iteration {iteration}"},
+                      timing={"wall_time_s": time.perf_counter() - wall_start})
+        records.write_record(path, record)
+        raise
+    except Exception as exc:  # recorded, not swallowed: the record says failed, with the traceback
+        log.error("%s seed %d failed: %s: %s", run.algorithm.name, run.seed, type(exc).__name__, exc)
+        record.update(status="failed", ended_at=records.utc_now(),
+                      error={"type": type(exc).__name__, "message": str(exc), "iteration": iteration,
+                             "traceback": traceback.format_exc()},
+                      timing={"wall_time_s": time.perf_counter() - wall_start})
+    records.write_record(path, record)
+    record["_path"] = str(path)
+    return record
+
+
+def execute(plan: RunPlan, progress: bool = True) -> list[dict[str, Any]]:
+    """Run every planned (algorithm, seed); returns their records in order."""
+    if plan.device.type == "cuda":
+        torch.backends.cudnn.deterministic = True
+        torch.backends.cudnn.benchmark = False
+    for name, why in plan.skipped.items():
+        log.info("not running %s: %s", name, why)
+    episodes = Episodes(plan.suite, plan.device)
+    results = []
+    for number, run in enumerate(plan.runs, 1):
+        log.info("[%d/%d] %s on %s (%s tier), seed %d", number, len(plan.runs), run.algorithm.name,
+                 plan.suite.name, plan.suite.tier, run.seed)
+        record = run_one(plan, run, episodes, progress)
+        if record["status"] == "completed":
+            metric = record["metric"]
+            log.info("    %s = %.4f +- %.4f, %.0f meta-train tasks/s, %.1f s", metric["name"], metric["mean"],
+                     metric["ci95"], record["timing"]["meta_train_tasks_per_s"] or float("nan"),
+                     record["timing"]["wall_time_s"])
+        results.append(record)
+    return results
