@@ -94,7 +94,8 @@ def _run(args: argparse.Namespace) -> int:
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
     results = execute(plan, progress=not args.quiet)
     failed = [r for r in results if r["status"] != "completed"]
-    print(leaderboard.render(leaderboard.leaderboards(args.results_dir, plan.suite.name, plan.suite.tier)))
+    if len(failed) < len(results):
+        print(leaderboard.render(leaderboard.leaderboards(args.results_dir, plan.suite.name, plan.suite.tier)))
     for record in failed:
         print(f"error: {record['algorithm']['name']} seed {record['seeds']['training_seed']} {record['status']}: "
               f"{record['error']['type']}: {record['error']['message']} (record: {record['_path']})", file=sys.stderr)

@@ -198,7 +198,9 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
 
 
 def _format_validation_error(path: Path | str, exc: ValidationError, model: type[BaseModel]) -> str:
-    error = exc.errors()[0]
+    # An unknown field explains a "missing" one (a typo), and a tier's own entry is where a
+    # bad tier value must be fixed: report those first.
+    error = min(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", e["loc"][:1] != ("tiers",)))
     location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":

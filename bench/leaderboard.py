@@ -20,7 +20,7 @@ from bench import records
 from bench.config import Suite, load_suite
 from bench.errors import BenchError
 
-COLUMNS = ["rank", "algorithm", "family", "mean", "ci95", "seed_std", "n_seeds", "seeds", "n_episodes",
+COLUMNS = ["rank", "algorithm", "family", "mean", "ci95", "seed_std", "n_seeds", "seeds", "n_episodes", "test_steps",
            "meta_train_tasks_per_s", "test_tasks_per_s", "peak_mem_mb", "wall_time_s", "published"]
 
 
@@ -54,6 +54,7 @@ def records_frame(results_dir: Path, suite_name: str) -> pd.DataFrame:
             "mean": record["metric"]["mean"],
             "ci95": record["metric"]["ci95"],
             "n_episodes": record["metric"]["n_episodes"],
+            "test_steps": record["metric"]["inner_steps"],
             "lower_is_better": record["metric"]["lower_is_better"],
             "metric": record["metric"]["name"],
             "meta_train_tasks_per_s": record["timing"]["meta_train_tasks_per_s"],
@@ -92,6 +93,7 @@ def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = No
             n_seeds=("seed", "nunique"),
             seeds=("seed", lambda s: ",".join(str(v) for v in sorted(s))),
             n_episodes=("n_episodes", "first"),
+            test_steps=("test_steps", "first"),
             meta_train_tasks_per_s=("meta_train_tasks_per_s", "mean"),
             test_tasks_per_s=("test_tasks_per_s", "mean"),
             peak_mem_mb=("peak_mem_mb", "max"),
@@ -132,7 +134,8 @@ def render(tables: list[tuple[dict[str, Any], pd.DataFrame]], fmt: str = "table"
     if fmt == "json":
         out = []
         for description, table in tables:
-            for row in json.loads(table.to_json(orient="records")):
+            for row in table.astype(object).where(table.notna(), None).to_dict(orient="records"):
+                row = {k: v.item() if hasattr(v, "item") else v for k, v in row.items()}
                 row["seeds"] = [int(s) for s in row["seeds"].split(",")]
                 out.append({**row, "suite": description["suite"], "tier": description["tier"],
                             "protocol_hash": description["protocol_hash"], "metric": description["metric"],

@@ -26,7 +26,7 @@ COMPLETED_KEYS = ("metric", "timing", "memory", "training", "ended_at")
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 def new_run_id() -> str:

@@ -229,6 +229,7 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
         best_value, best_iteration, best_state = math.inf, 0, _state_copy(algorithm)
         sign = 1.0 if suite.lower_is_better else -1.0
         running_loss = torch.zeros((), device=device)
+        eval_steps = algorithm.evaluation_steps(suite.test_inner_steps)
         bar = tqdm(total=suite.meta_iterations, desc=f"{run.algorithm.name} seed {run.seed}", disable=None if progress else True,
                    leave=False, unit="it")
         algorithm.train()
@@ -249,17 +250,18 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
                 running_loss.zero_()
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(f"meta-training loss is {mean_loss} at iteration {done}")
-                value = algorithm.evaluate(val_batch, suite.test_inner_steps).mean().item()
+                value = algorithm.evaluate(val_batch, eval_steps).mean().item()
+                # JSON has no inf or NaN: a diverged validation score is stored as null.
                 curve.append({"iteration": done, "wall_time_s": time.perf_counter() - wall_start,
-                              "train_loss": mean_loss, "val_metric": value})
-                if sign * value < sign * best_value:
+                              "train_loss": mean_loss, "val_metric": value if math.isfinite(value) else None})
+                if math.isfinite(value) and sign * value < sign * best_value:
                     best_value, best_iteration, best_state = value, done, _state_copy(algorithm)
                 bar.set_postfix(loss=f"{mean_loss:.3g}", val=f"{value:.3g}")
         bar.close()
         algorithm.load_state_dict(best_state)
         test_timer = SegmentTimer(device)
         test_timer.start()
-        per_task = algorithm.evaluate(test_batch, suite.test_inner_steps)
+        per_task = algorithm.evaluate(test_batch, eval_steps)
         test_timer.stop()
         test_seconds = test_timer.seconds()
         values = per_task.double().cpu().tolist()
@@ -277,12 +279,13 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
                 "ci95": ci95,
                 "ci_method": "1.96 * std(ddof=0) / sqrt(n) over test episodes",
                 "n_episodes": len(values),
+                "inner_steps": eval_steps,
                 "per_task": values,
             },
             training={
                 "meta_iterations": suite.meta_iterations,
                 "best_iteration": best_iteration,
-                "best_val_metric": best_value,
+                "best_val_metric": best_value if math.isfinite(best_value) else None,
                 "selection": "best validation metric, checked every val_every iterations",
                 "curve": curve,
             },

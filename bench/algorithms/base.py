@@ -89,6 +89,10 @@ class Algorithm(nn.Module):
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def evaluation_steps(self, protocol_steps: int) -> int:
+        """Inner steps this algorithm adapts with at validation and test time (recorded)."""
+        return protocol_steps
+
     @classmethod
     def applies_to(cls, suite: Suite) -> bool:
         return suite.task_type in cls.task_types

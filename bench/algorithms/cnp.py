@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from bench.algorithms.base import Algorithm, Hyperparameters, Problem, register
-from bench.models import MLP, reset_parameters_
+from bench.models import MLP
 from bench.tasks import TaskBatch
 
 
@@ -34,9 +33,8 @@ class CNP(Algorithm):
     def __init__(self, hparams: CNPHparams, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)
         x_dim, y_dim = problem.in_features, problem.out_features
-        self.encoder = MLP(x_dim + y_dim, hparams.hidden, hparams.representation_size)
-        self.decoder = MLP(x_dim + hparams.representation_size, hparams.hidden, 2 * y_dim)
-        reset_parameters_(self, generator)
+        self.encoder = MLP(x_dim + y_dim, hparams.hidden, hparams.representation_size, generator)
+        self.decoder = MLP(x_dim + hparams.representation_size, hparams.hidden, 2 * y_dim, generator)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.lr)
 
     def predict(self, batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:

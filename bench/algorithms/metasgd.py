@@ -23,7 +23,10 @@ class MetaSGDHparams(MAMLHparams):
 class MetaSGD(MAML):
     """Meta-SGD (Li et al. 2017): MAML that also meta-learns one inner learning rate per weight (a vector, same shape as the weights).
 
-    ``inner_lr`` is unused: the learned rates replace it.
+    ``inner_lr`` is unused: the learned rates replace it. The rates are fitted to the number of
+    inner steps it trains with, so it adapts with that many steps at test time too, as in the
+    paper (records say so). Taking the protocol's 10 steps with rates learned for one diverges
+    (measured on sine K=10 after 3000 iterations: validation MSE 0.30 at 1 step, inf at 5).
     """
 
     Hparams = MetaSGDHparams
@@ -34,6 +37,9 @@ class MetaSGD(MAML):
         for name, param in self.backbone.named_parameters():
             rates = torch.empty_like(param).uniform_(low, high, generator=generator)
             self.learned_lrs[name.replace(".", "/")] = nn.Parameter(rates)
+
+    def evaluation_steps(self, protocol_steps: int) -> int:
+        return self.hparams.inner_steps
 
     def inner_lr(self) -> Mapping[str, torch.Tensor]:
         return {name.replace("/", "."): rate for name, rate in self.learned_lrs.items()}

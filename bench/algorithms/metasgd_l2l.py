@@ -16,5 +16,8 @@ from bench.algorithms.l2l_reference import L2LReference
 class MetaSGDL2L(L2LReference):
     """Meta-SGD as implemented by learn2learn 0.2.0 (reference variant of ``metasgd``): every learned rate starts at ``inner_lr``."""
 
+    def evaluation_steps(self, protocol_steps: int) -> int:
+        return self.hparams.inner_steps  # as ``metasgd``: the learned rates fit the training steps
+
     def wrap(self, l2l: Any, model: torch.nn.Module) -> torch.nn.Module:
         return l2l.algorithms.MetaSGD(model, lr=self.hparams.inner_lr, first_order=self.hparams.first_order)

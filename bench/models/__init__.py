@@ -10,9 +10,7 @@ from bench.models.init import reset_parameters_
 
 
 def build_backbone(config: MLPModel, in_features: int, out_features: int, generator: torch.Generator) -> MLP:
-    model = MLP(in_features, config.hidden, out_features, config.activation)
-    reset_parameters_(model, generator)
-    return model
+    return MLP(in_features, config.hidden, out_features, generator, config.activation)
 
 
 __all__ = ["MLP", "build_backbone", "reset_parameters_"]

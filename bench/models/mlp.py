@@ -7,11 +7,15 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from bench.models.init import reset_parameters_
+
 Params = dict[str, torch.Tensor]
 
 
 class MLP(nn.Module):
     """Linear layers with an activation between them; the last layer is the ``head``.
+
+    Weights are drawn as ``nn.Linear`` draws them, from ``generator``.
 
     ``functional(params, x)`` runs the network with ``params`` instead of its own parameters. Each
     parameter is either shared, of its usual shape, or per task, with a leading task dimension B;
@@ -19,10 +23,21 @@ class MLP(nn.Module):
     what makes the inner loops of MAML-style algorithms fast on small networks.
     """
 
-    def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu") -> None:
+    def __init__(
+        self,
+        in_features: int,
+        hidden: Sequence[int],
+        out_features: int,
+        generator: torch.Generator,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         widths = [in_features, *hidden, out_features]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        # Built on the meta device, then initialised from ``generator``: nn.Linear's own
+        # initialisation would draw from (and advance) the global RNG.
+        self.layers = nn.ModuleList(nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:]))
+        self.to_empty(device="cpu")
+        reset_parameters_(self, generator)
         self.activation = {"relu": torch.relu, "tanh": torch.tanh}[activation]
         self.out_features = out_features
         last = len(self.layers) - 1

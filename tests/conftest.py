@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``python -m bench ARGS`` in-process; returns (exit code, stdout, stderr)."""
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(["-q", *args])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def tiny_suite(tmp_path) -> Path:
+    """A sine suite small enough to train every algorithm in about a second."""
+    path = tmp_path / "suites" / "tiny.yaml"
+    path.parent.mkdir()
+    path.write_text((ROOT / "suites" / "sine.yaml").read_text().replace("name: sine", "name: tiny"))
+    return path
+
+
+def snapshot(directory: Path) -> dict[str, bytes]:
+    """Every file under ``directory`` with its bytes, to show that nothing changed."""
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def read_records(directory: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(directory.rglob("*.json"))]

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import read_records, snapshot
+
+
+def test_list_json_names_suites_with_tiers_and_algorithms_with_task_types(cli):
+    code, out, _ = cli("list", "--format", "json")
+    listing = json.loads(out)
+    assert code == 0
+    suites = {s["name"]: s for s in listing["suites"]}
+    assert suites["sine"]["tiers"] == ["paper", "smoke", "standard"]
+    algorithms = {a["name"]: a for a in listing["algorithms"]}
+    assert {"maml", "fomaml", "reptile", "metasgd", "anil", "cnp", "transfer", "maml.l2l", "metasgd.l2l"} <= set(algorithms)
+    assert algorithms["cnp"]["task_types"] == ["regression"]
+
+
+def test_validate_passes_on_the_committed_suites(cli):
+    code, out, _ = cli("validate")
+    assert code == 0 and out.startswith("ok:")
+
+
+def test_run_then_leaderboard_in_every_format(cli, tmp_path):
+    code, out, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "maml,cnp", "--results-dir", str(tmp_path))
+    assert code == 0, err
+    assert "maml" in out and "cnp" in out and "mse (lower is better)" in out
+    code, out, _ = cli("leaderboard", "sine", "--results-dir", str(tmp_path), "--format", "json")
+    rows = json.loads(out)
+    assert code == 0 and {r["algorithm"] for r in rows} == {"maml", "cnp"}
+    for row in rows:
+        assert {"algorithm", "mean", "ci95", "n_episodes", "seeds"} <= set(row) and row["seeds"] == [0]
+    stored = {r["algorithm"]["name"]: r["metric"]["mean"] for r in read_records(tmp_path)}
+    assert {r["algorithm"]: r["mean"] for r in rows} == stored
+    for fmt, marker in (("csv", "rank,algorithm,"), ("markdown", "| rank | algorithm |"), ("table", "rank")):
+        code, out, _ = cli("leaderboard", "sine", "--results-dir", str(tmp_path), "--format", fmt)
+        assert code == 0 and marker in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["run", "sinus"], "unknown suite 'sinus'; did you mean 'sine'"),
+        (["run", "sine", "--algorithms", "mamal"], "unknown algorithm 'mamal'; did you mean 'maml'"),
+        (["run", "sine", "--tier", "fast"], "unknown tier 'fast'"),
+        (["run", "sine", "--set", "maml.inner_rl=0.1"], "maml has no hyperparameter 'inner_rl'; did you mean 'inner_lr'"),
+        (["run", "sine", "--set", "maml.inner_lr=fast"], "maml.inner_lr: Input should be a valid number"),
+        (["run", "sine", "--set", "suite.shot=3"], "suite has no field 'shot' to set; did you mean 'shots'"),
+        (["run", "sine", "--set", "suite.shots=0"], "field 'shots': Input should be greater than or equal to 1"),
+        (["run", "sine", "--set", "inner_lr"], "expected ALGORITHM.NAME=VALUE"),
+        (["run", "sine", "--algorithms", "cnp", "--set", "maml.inner_lr=0.1"], "maml is not among the algorithms being run"),
+        (["run", "sine", "--device", "cuda"], "CUDA is not available"),
+        (["run", "sine", "--device", "tpu"], "expected cpu, cuda, cuda:N or auto"),
+        (["leaderboard", "sine", "--format", "json"], "no completed records for suite 'sine'"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(cli, tmp_path, args, message):
+    if "--device" in args and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (tmp_path / "sine" / "smoke").mkdir(parents=True)
+    kept = tmp_path / "sine" / "smoke" / "kept.json"
+    kept.write_text("{}")  # not read: it is only there to show that nothing is touched
+    before = snapshot(tmp_path)
+    code, out, err = cli(*args, "--results-dir", str(tmp_path / "empty" if args[0] == "leaderboard" else tmp_path)) \
+        if args[0] == "leaderboard" else cli(*args[:2], *args[2:], "--results-dir", str(tmp_path / "new"))
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and err.startswith("error: ")
+    assert out == ""
+    assert snapshot(tmp_path) == before
+
+
+def test_a_suite_file_with_a_wrong_field(cli, tmp_path, tiny_suite):
+    tiny_suite.write_text(tiny_suite.read_text().replace("meta_batch_size: 25", "meta_batch_size: -3"))
+    code, _, err = cli("run", str(tiny_suite), "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and f"{tiny_suite}: field 'meta_batch_size'" in err
+    assert not (tmp_path / "r").exists()
+    code, _, err = cli("validate", str(tiny_suite))
+    assert code == 2 and "meta_batch_size" in err
+
+
+def test_a_corrupt_record_stops_run_and_leaderboard_before_any_work(cli, tmp_path):
+    corrupt = tmp_path / "sine" / "smoke" / "maml-seed0-x.json"
+    corrupt.parent.mkdir(parents=True)
+    corrupt.write_text('{"schema_version": 1, "status": "comp')
+    before = snapshot(tmp_path)
+    for args in (["run", "sine", "--tier", "smoke"], ["leaderboard", "sine"]):
+        code, _, err = cli(*args, "--results-dir", str(tmp_path))
+        assert code == 2 and f"{corrupt}: not a readable bench record" in err and "delete it" in err
+    assert snapshot(tmp_path) == before
+
+
+def test_an_unwritable_results_directory(cli, tmp_path):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    code, _, err = cli("run", "sine", "--tier", "smoke", "--results-dir", str(blocker / "results"))
+    assert code == 2 and "is not writable" in err
+
+
+def test_a_failed_run_exits_1_and_says_where_its_record_is(cli, tmp_path):
+    code, out, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "maml", "--set", "maml.inner_lr=1e6",
+                         "--results-dir", str(tmp_path))
+    assert code == 1 and "maml seed 0 failed: FloatingPointError" in err and str(tmp_path) in err
