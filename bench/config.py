@@ -214,6 +214,14 @@ def _format_validation_error(path: Path | str, exc: ValidationError, model: type
     return f"{path}: field {location!r}: {message}{got}"
 
 
+def _display_path(path: Path) -> str:
+    """Suite files of the project are named relative to it, so records do not depend on the checkout."""
+    try:
+        return str(path.resolve().relative_to(SUITES_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
 def suite_path(name_or_path: str, suites_dir: Path = SUITES_DIR) -> Path:
     candidate = Path(name_or_path)
     if candidate.suffix in (".yaml", ".yml") and candidate.exists():
@@ -258,7 +266,7 @@ def load_suite(
     raw = {**raw, **(overrides or {})}
     raw.update(
         tier=chosen,
-        source_file=str(path),
+        source_file=_display_path(path),
         file_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
         overrides=tuple(override_texts),
     )
