@@ -43,7 +43,7 @@ class Registry(Generic[T]):
         self._plugins_loaded = True
         for ep in entry_points(group=self.entry_point_group):
             try:
-                loaded = ep.load()
+                ep.load()  # importing the plugin's module runs its @register decorators
             except Exception as exc:
                 raise BenchError(
                     f"plugin entry point {ep.name!r} ({ep.value}) in group "

@@ -7,7 +7,6 @@ record per run.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time

@@ -65,11 +65,11 @@ def per_task_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor
 class Algorithm(nn.Module):
     """One meta-learning algorithm.
 
-    Subclasses set ``family``, ``task_types`` and ``Hparams`` and implement
-    ``meta_train_step`` (one outer update on a batch of training tasks, returning the mean loss as
-    a tensor so that no device sync is forced) and ``evaluate`` (adapt to each task's support set
-    and return the per-task metric on its query set). All randomness comes from the ``generator``
-    given at construction.
+    Subclasses set ``family``, ``task_types`` and ``Hparams`` and implement ``meta_loss`` (the
+    differentiable loss on a batch of training tasks; they create ``self.optimizer``) or override
+    ``meta_train_step`` (one outer update, returning the loss as a tensor so that no device sync
+    is forced), and ``evaluate`` (adapt to each task's support set and return the per-task metric
+    on its query set). All randomness comes from the ``generator`` given at construction.
     """
 
     name: ClassVar[str]
@@ -83,8 +83,17 @@ class Algorithm(nn.Module):
         self.problem = problem
         self.generator = generator
 
-    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
+    optimizer: torch.optim.Optimizer
+
+    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         raise NotImplementedError
+
+    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.meta_loss(batch)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
 
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         raise NotImplementedError

@@ -44,13 +44,9 @@ class CNP(Algorithm):
         mean, raw_std = self.decoder(torch.cat([batch.query_x, representation], dim=-1)).chunk(2, dim=-1)
         return mean, self.hparams.min_std + (1 - self.hparams.min_std) * F.softplus(raw_std)
 
-    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
+    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         mean, std = self.predict(batch)
-        loss = -torch.distributions.Normal(mean, std).log_prob(batch.query_y).mean()
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
+        return -torch.distributions.Normal(mean, std).log_prob(batch.query_y).mean()
 
     @torch.no_grad()
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:

@@ -67,13 +67,6 @@ class L2LReference(Algorithm):
             losses.append(self.problem.loss(learner(batch.query_x[task][None]), batch.query_y[task][None]))
         return torch.cat(losses).mean()
 
-    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.meta_loss(batch)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
-
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         results = []
         for task in range(len(batch)):

@@ -40,10 +40,3 @@ class MAML(GradientBased):
         params = per_task(self.backbone.params(), len(batch), self.adapted_names)
         adapted = self.adapt(batch, params, self.hparams.inner_steps, create_graph=not self.hparams.first_order)
         return self.problem.loss(self.query_predictions(batch, adapted), batch.query_y).mean()
-
-    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.meta_loss(batch)
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()

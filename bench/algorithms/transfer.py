@@ -42,11 +42,7 @@ class Transfer(GradientBased):
     def inner_lr(self) -> float:
         return float(self.hparams.finetune_lr)
 
-    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
+    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         x = torch.cat([batch.support_x, batch.query_x], dim=1)
         y = torch.cat([batch.support_y, batch.query_y], dim=1)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.problem.loss(self.backbone(x), y).mean()
-        loss.backward()
-        self.optimizer.step()
-        return loss.detach()
+        return self.problem.loss(self.backbone(x), y).mean()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from bench.config import MLPModel
-from bench.models.mlp import MLP
 from bench.models.init import reset_parameters_
+from bench.models.mlp import MLP
 
 
 def build_backbone(config: MLPModel, in_features: int, out_features: int, generator: torch.Generator) -> MLP:
