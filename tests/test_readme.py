@@ -5,13 +5,24 @@ import importlib.util
 from tests.conftest import ROOT
 
 
-def test_readme_tables_are_generated_from_the_committed_records():
+def load_tool():
     spec = importlib.util.spec_from_file_location("update_readme", ROOT / "tools" / "update_readme.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_tables_are_generated_from_the_committed_records():
     text = (ROOT / "README.md").read_text()
     assert "<!-- leaderboard:" in text
-    assert module.regenerate(text) == text, "run python tools/update_readme.py"
+    assert load_tool().regenerate(text) == text, "run python tools/update_readme.py"
+
+
+def test_report_pages_are_generated_from_the_committed_records():
+    pages = load_tool().report_pages()
+    assert pages, "results/ holds no records"
+    for path, text in pages.items():
+        assert path.exists() and path.read_text() == text, f"{path} is stale: run python tools/update_readme.py"
 
 
 def test_readme_commands_match_ci_and_tox():
