@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -58,10 +58,43 @@ class MLPModel(StrictModel):
         return self
 
 
+class Normalization(StrictModel):
+    """Per-channel (x - mean) / std after scaling pixels to [0, 1]."""
+
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
+class OmniglotData(StrictModel):
+    """Lake et al.'s Omniglot archives; each (character, rotation) is a class (Vinyals et al. 2016).
+
+    ``split`` lists, per split, alphabets (``Alphabet``) or character ranges of an alphabet
+    (``Alphabet/character01-character32``); every rotation of a listed character is in that split.
+    """
+
+    kind: Literal["omniglot"]
+    archives: tuple[str, ...] = ("omniglot/images_background.zip", "omniglot/images_evaluation.zip")
+    image_size: int = Field(default=28, ge=4)
+    resize_filter: Literal["lanczos", "bilinear", "bicubic", "box", "nearest"] = "lanczos"
+    strokes: Literal[0, 1] = 1
+    rotations: tuple[Literal[0, 90, 180, 270], ...] = (0, 90, 180, 270)
+    split: dict[Literal["train", "val", "test"], tuple[str, ...]]
+
+    @property
+    def channels(self) -> int:
+        return 1
+
+    @property
+    def normalization(self) -> Normalization | None:
+        return None
+
+
 class Budget(StrictModel):
     """Fields a tier may override (training budget and evaluation size)."""
 
     meta_iterations: int | None = Field(default=None, ge=1)
+    meta_batch_size: int | None = Field(default=None, ge=1)
+    train_queries: int | None = Field(default=None, ge=1)
     val_every: int | None = Field(default=None, ge=1)
     val_tasks: int | None = Field(default=None, ge=1)
     test_tasks: int | None = Field(default=None, ge=1)
@@ -85,6 +118,17 @@ class PublishedResult(StrictModel):
         return "published" if self.verified else "published (unverified)"
 
 
+class Conv4Model(StrictModel):
+    """Four blocks of 3x3 convolution, batch norm, ReLU and 2x2 max-pool (Vinyals et al. 2016)."""
+
+    kind: Literal["conv4"]
+    filters: int = Field(default=64, ge=1)
+
+
+DataConfig = Annotated[Union[SineData, OmniglotData], Field(discriminator="kind")]
+ModelConfig = Annotated[Union[MLPModel, Conv4Model], Field(discriminator="kind")]
+
+
 class Suite(StrictModel):
     """A validated suite at one tier. Protocol fields are recorded in every run record."""
 
@@ -93,11 +137,16 @@ class Suite(StrictModel):
     description: str
     task_type: Literal["regression", "classification"]
     protocol: str = Field(description="name of the published protocol this suite follows")
-    data: SineData
-    model: MLPModel
+    data: DataConfig
+    model: ModelConfig
     metric: Literal["mse", "accuracy"]
+    ways: int | None = Field(default=None, ge=2, description="classes per test task (classification)")
     shots: int = Field(ge=1, description="support examples per task (per class for classification)")
     queries: int = Field(ge=1, description="query examples per task (per class for classification)")
+    train_ways: int | None = Field(default=None, ge=2, description="classes per training task (default: ways)")
+    train_shots: int | None = Field(default=None, ge=1, description="default: shots")
+    train_queries: int | None = Field(default=None, ge=1, description="default: queries")
+    batch_norm: Literal["none", "transductive", "inductive"] = "none"
     meta_batch_size: int = Field(ge=1)
     meta_iterations: int = Field(ge=1)
     val_every: int = Field(ge=1)
@@ -126,6 +175,14 @@ class Suite(StrictModel):
             raise ValueError("metric 'mse' needs task_type 'regression'")
         if self.metric == "accuracy" and self.task_type != "classification":
             raise ValueError("metric 'accuracy' needs task_type 'classification'")
+        if self.task_type == "classification" and self.ways is None:
+            raise ValueError("a classification suite needs 'ways'")
+        if self.task_type == "regression" and any(
+            v is not None for v in (self.ways, self.train_ways, self.train_shots, self.train_queries)
+        ):
+            raise ValueError("ways, train_ways, train_shots and train_queries apply to classification suites only")
+        if (self.model.kind == "conv4") != (self.batch_norm != "none"):
+            raise ValueError("batch_norm must be 'transductive' or 'inductive' for a network with batch norm, else 'none'")
         return self
 
     @property
@@ -150,6 +207,21 @@ class Suite(StrictModel):
             "episode_seed": self.episode_seed,
             "ci_method": self.ci_method,
             "batch_norm": "none",
+        } | ({
+            "ways": self.ways,
+            "train_ways": self.episode_shape["train"]["ways"],
+            "train_shots": self.episode_shape["train"]["shots"],
+            "train_queries": self.episode_shape["train"]["queries"],
+            "batch_norm": self.batch_norm,
+        } if self.task_type == "classification" else {})
+
+    @property
+    def episode_shape(self) -> dict[str, dict[str, int | None]]:
+        """Ways, shots and queries of training and of evaluation episodes."""
+        return {
+            "train": {"ways": self.train_ways or self.ways, "shots": self.train_shots or self.shots,
+                      "queries": self.train_queries or self.queries},
+            "eval": {"ways": self.ways, "shots": self.shots, "queries": self.queries},
         }
 
     def protocol_hash(self) -> str:
@@ -201,7 +273,11 @@ def _format_validation_error(path: Path | str, exc: ValidationError, model: type
     # An unknown field explains a "missing" one (a typo), and a tier's own entry is where a
     # bad tier value must be fixed: report those first.
     error = min(exc.errors(), key=lambda e: (e["type"] != "extra_forbidden", e["loc"][:1] != ("tiers",)))
-    location = ".".join(str(part) for part in error["loc"] if not str(part).startswith("function-"))
+    # A discriminated union puts the member's tag in the location (data.sine.x): drop it.
+    tags = {get_args(m.model_fields["kind"].annotation)[0] for m in (*get_args(get_args(DataConfig)[0]),
+                                                                      *get_args(get_args(ModelConfig)[0]))}
+    parts = [p for i, p in enumerate(error["loc"]) if not (i == 1 and p in tags) and not str(p).startswith("function-")]
+    location = ".".join(str(part) for part in parts)
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         known = model.model_fields if len(error["loc"]) == 1 else {}

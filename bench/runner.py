@@ -7,6 +7,7 @@ record per run.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import time
@@ -27,7 +28,7 @@ from bench.environment import environment, resolve_device
 from bench.errors import BenchError, did_you_mean
 from bench.seeding import generator
 from bench.stats import mean_ci95
-from bench.tasks import TaskBatch, episode_hash, make_task_source
+from bench.tasks import TaskBatch, TaskSource, episode_hash, make_task_source
 from bench.timing import PeakMemory, SegmentTimer
 
 log = logging.getLogger(__name__)
@@ -139,16 +140,20 @@ def plan_run(
     results_path = Path(results_dir)
     records.check_writable(results_path)
     records.load_records(results_path, suite.name)  # an unreadable stored record stops us here
+    if suite.task_type == "classification":
+        from bench.datasets import check_available
+
+        check_available(suite)
     return RunPlan(suite, tuple(runs), resolve_device(device), results_path, skipped)
 
 
 class Episodes:
-    """The suite's episodes on the device; validation and test sets are drawn once and shared."""
+    """The suite's episodes on the device: training batches, and the fixed validation and test sets."""
 
     def __init__(self, suite: Suite, device: torch.device) -> None:
         self.suite = suite
         self.device = device
-        self.source = make_task_source(suite)
+        self.source = make_task_source(suite, device)
         self._fixed: dict[str, tuple[TaskBatch, str]] = {}
 
     def fixed(self, split: str, n_tasks: int) -> tuple[TaskBatch, str]:
@@ -159,13 +164,31 @@ class Episodes:
             self._fixed[key] = (batch.to(self.device), episode_hash(batch))
         return self._fixed[key]
 
+    def evaluate(self, algorithm: Algorithm, split: str, n_tasks: int, steps: int) -> tuple[torch.Tensor, str]:
+        """Per-task metric on the fixed episodes of ``split``, and the episodes' hash.
+
+        Sources with an ``eval_chunk`` are materialised that many episodes at a time (image test
+        sets do not fit in memory as floats); the others once, and kept.
+        """
+        chunk = self.source.eval_chunk
+        if chunk is None:
+            batch, digest = self.fixed(split, n_tasks)
+            return algorithm.evaluate(batch, steps), digest
+        hasher, values = hashlib.sha256(), []
+        for start in range(0, n_tasks, chunk):
+            batch = self.source.batch(split, self.suite.episode_seed, range(start, min(start + chunk, n_tasks)))
+            batch.update_hash(hasher)
+            values.append(algorithm.evaluate(batch, steps))
+        return torch.cat(values), hasher.hexdigest()
+
     def train(self, seed: int, iteration: int) -> TaskBatch:
         size = self.suite.meta_batch_size
         return self.source.batch("train", seed, range(iteration * size, (iteration + 1) * size)).to(self.device)
 
 
-def problem_for(suite: Suite) -> Problem:
-    return Problem(suite=suite, in_features=1, out_features=1)
+def problem_for(suite: Suite, source: TaskSource) -> Problem:
+    out_features = suite.ways if suite.task_type == "classification" else 1
+    return Problem(suite=suite, in_shape=source.in_shape, out_features=out_features)
 
 
 def _state_copy(algorithm: Algorithm) -> dict[str, torch.Tensor]:
@@ -174,8 +197,6 @@ def _state_copy(algorithm: Algorithm) -> dict[str, torch.Tensor]:
 
 def _base_record(plan: RunPlan, run: PlannedRun, run_id: str, episodes: Episodes) -> dict[str, Any]:
     suite = plan.suite
-    _, test_hash = episodes.fixed("test", suite.test_tasks)
-    _, val_hash = episodes.fixed("val", suite.val_tasks)
     return {
         "schema_version": records.SCHEMA_VERSION,
         "run_id": run_id,
@@ -201,8 +222,8 @@ def _base_record(plan: RunPlan, run: PlannedRun, run_id: str, episodes: Episodes
             "training_seed": run.seed,
             "init": ["suite", suite.name, "init", run.seed],
             "train_episodes": {"split": "train", "seed": run.seed, "first_index": 0},
-            "val_episodes": {"split": "val", "seed": suite.episode_seed, "count": suite.val_tasks, "sha256": val_hash},
-            "test_episodes": {"split": "test", "seed": suite.episode_seed, "count": suite.test_tasks, "sha256": test_hash},
+            "val_episodes": {"split": "val", "seed": suite.episode_seed, "count": suite.val_tasks, "sha256": None},
+            "test_episodes": {"split": "test", "seed": suite.episode_seed, "count": suite.test_tasks, "sha256": None},
         },
         "environment": environment(plan.device),
         "started_at": records.utc_now(),
@@ -220,13 +241,12 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
     iteration = 0
     try:
         memory = PeakMemory(device)
-        algorithm = run.algorithm(run.hparams, problem_for(suite), generator("suite", suite.name, "init", run.seed)).to(device)
-        val_batch, _ = episodes.fixed("val", suite.val_tasks)
-        test_batch, _ = episodes.fixed("test", suite.test_tasks)
+        problem = problem_for(suite, episodes.source)
+        algorithm = run.algorithm(run.hparams, problem, generator("suite", suite.name, "init", run.seed)).to(device)
         train_timer, data_seconds = SegmentTimer(device), 0.0
         curve: list[dict[str, float]] = []
-        best_value, best_iteration, best_state = math.inf, 0, _state_copy(algorithm)
         sign = 1.0 if suite.lower_is_better else -1.0
+        best_value, best_iteration, best_state = sign * math.inf, 0, _state_copy(algorithm)
         running_loss = torch.zeros((), device=device)
         eval_steps = algorithm.evaluation_steps(suite.test_inner_steps)
         bar = tqdm(total=suite.meta_iterations, desc=f"{run.algorithm.name} seed {run.seed}", disable=None if progress else True,
@@ -249,7 +269,9 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
                 running_loss.zero_()
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(f"meta-training loss is {mean_loss} at iteration {done}")
-                value = algorithm.evaluate(val_batch, eval_steps).mean().item()
+                val_values, record["seeds"]["val_episodes"]["sha256"] = episodes.evaluate(
+                    algorithm, "val", suite.val_tasks, eval_steps)
+                value = val_values.mean().item()
                 # JSON has no inf or NaN: a diverged validation score is stored as null.
                 curve.append({"iteration": done, "wall_time_s": time.perf_counter() - wall_start,
                               "train_loss": mean_loss, "val_metric": value if math.isfinite(value) else None})
@@ -260,7 +282,8 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
         algorithm.load_state_dict(best_state)
         test_timer = SegmentTimer(device)
         test_timer.start()
-        per_task = algorithm.evaluate(test_batch, eval_steps)
+        per_task, record["seeds"]["test_episodes"]["sha256"] = episodes.evaluate(
+            algorithm, "test", suite.test_tasks, eval_steps)
         test_timer.stop()
         test_seconds = test_timer.seconds()
         values = per_task.double().cpu().tolist()

@@ -69,7 +69,7 @@ def sine_text(**replacements):
         ("shots: 10", "shotz: 10", r"unknown field 'shotz'; did you mean 'shots'"),
         ("meta_batch_size: 25", "meta_batch_size: many", r"field 'meta_batch_size': Input should be a valid integer"),
         ("amplitude_range: [0.1, 5.0]", "amplitude_range: [5.0, 0.1]", r"field 'data': amplitude_range must be \[low, high\]"),
-        ("kind: mlp", "kind: transformer", r"field 'model.kind': Input should be 'mlp'"),
+        ("kind: mlp", "kind: transformer", r"field 'model': Input tag 'transformer' found using 'kind' does not match any of the expected tags"),
         ("smoke: {meta_iterations: 40", "smoke: {meta_iterations: -1", r"field 'tiers.smoke.meta_iterations': Input should be greater than or equal to 1"),
         ("metric: mse", "metric: accuracy", r"metric 'accuracy' needs task_type 'classification'"),
         ("test_inner_steps: 10\n", "", r"field 'test_inner_steps' is required"),

@@ -6,6 +6,7 @@ from bench.algorithms import (  # noqa: F401
     fomaml,
     maml,
     maml_l2l,
+    protonet,
     metasgd,
     metasgd_l2l,
     reptile,

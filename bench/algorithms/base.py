@@ -8,12 +8,13 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, ValidationError
 from torch import nn
 
 from bench.config import Suite
 from bench.errors import BenchError, did_you_mean
-from bench.models import MLP, build_backbone
+from bench.models import build_backbone
 from bench.registry import Registry
 from bench.tasks import TaskBatch
 
@@ -40,26 +41,46 @@ class Hyperparameters(BaseModel):
 
 @dataclass(frozen=True)
 class Problem:
-    """What an algorithm learns: the suite's task type, shapes and backbone."""
+    """What an algorithm learns: the suite, the input shape and the output size (ways, for classification)."""
 
     suite: Suite
-    in_features: int
+    in_shape: tuple[int, ...]
     out_features: int
 
-    def build_backbone(self, generator: torch.Generator) -> MLP:
-        return build_backbone(self.suite.model, self.in_features, self.out_features, generator)
+    @property
+    def in_features(self) -> int:
+        return self.in_shape[0]
+
+    @property
+    def classification(self) -> bool:
+        return self.suite.task_type == "classification"
+
+    def build_backbone(self, generator: torch.Generator) -> nn.Module:
+        return build_backbone(self.suite.model, self.in_shape, self.out_features, generator)
 
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-task training loss, shape (B,): mean over each task's examples."""
+        """Per-task training loss, shape (B,): mean over each task's examples.
+
+        prediction: (B, n, out) outputs or class scores; target: (B, n, out) values or (B, n) labels.
+        """
+        if self.classification:
+            return per_task_cross_entropy(prediction, target)
         return per_task_mse(prediction, target)
 
     def metric(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """Per-task test metric, shape (B,)."""
+        """Per-task test metric, shape (B,): MSE, or accuracy in percent."""
+        if self.classification:
+            return (prediction.argmax(dim=-1) == target).float().mean(dim=1) * 100
         return per_task_mse(prediction, target)
 
 
 def per_task_mse(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (prediction - target).pow(2).flatten(1).mean(dim=1)
+
+
+def per_task_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    losses = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), reduction="none")
+    return losses.view(labels.shape).mean(dim=1)
 
 
 class Algorithm(nn.Module):

@@ -49,6 +49,7 @@ class GradientBased(Algorithm):
     """Adapts the backbone's parameters (or the subset ``adapted_names``) by gradient steps."""
 
     family = "gradient-based"
+    task_types = frozenset({"regression", "classification"})
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)

@@ -39,6 +39,7 @@ class L2LReference(Algorithm):
     """Wraps a learn2learn meta-learner; tasks are adapted one at a time, as in learn2learn's examples."""
 
     family = "gradient-based"
+    task_types = frozenset({"regression", "classification"})
     Hparams = MAMLHparams
 
     def __init__(self, hparams: MAMLHparams, problem: Problem, generator: torch.Generator) -> None:

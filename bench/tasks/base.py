@@ -21,12 +21,13 @@ class TaskBatch:
     support_y: torch.Tensor
     query_x: torch.Tensor
     query_y: torch.Tensor
+    identity: bytes | None = None  # what determines the tensors, when cheaper to hash than they are
 
     def __len__(self) -> int:
         return self.support_x.shape[0]
 
     def to(self, device: torch.device | str) -> TaskBatch:
-        return TaskBatch(*(t.to(device, non_blocking=True) for t in self.tensors()))
+        return TaskBatch(*(t.to(device, non_blocking=True) for t in self.tensors()), identity=self.identity)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.support_x, self.support_y, self.query_x, self.query_y)
@@ -34,17 +35,30 @@ class TaskBatch:
     def slice(self, start: int, stop: int) -> TaskBatch:
         return TaskBatch(*(t[start:stop] for t in self.tensors()))
 
+    def update_hash(self, digest) -> None:
+        """Feed what determines these episodes into ``digest`` (hashlib object)."""
+        if self.identity is not None:
+            digest.update(self.identity)
+            return
+        for tensor in self.tensors():
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+
 
 class TaskSource(Protocol):
-    """Draws episodes; ``split`` is ``train``, ``val`` or ``test``."""
+    """Draws episodes; ``split`` is ``train``, ``val`` or ``test``.
+
+    ``eval_chunk``: how many evaluation episodes to materialise at once (None: all).
+    """
+
+    eval_chunk: int | None
+    in_shape: tuple[int, ...]
 
     def batch(self, split: str, seed: int, indices: range) -> TaskBatch: ...
 
 
 def episode_hash(batch: TaskBatch) -> str:
-    """SHA-256 over the exact bytes of every tensor of the episodes, in order."""
+    """SHA-256 of the episodes: their tensors' exact bytes, or their ``identity`` when they have one."""
     digest = hashlib.sha256()
-    for tensor in batch.tensors():
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    batch.update_hash(digest)
     return digest.hexdigest()

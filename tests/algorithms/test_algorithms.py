@@ -9,6 +9,7 @@ from bench.algorithms import ALGORITHMS
 from bench.config import load_suite
 from bench.runner import Episodes, problem_for
 from bench.seeding import generator
+from bench.tasks import make_task_source
 
 REGRESSION = [n for n in ALGORITHMS.names() if "regression" in ALGORITHMS.get(n).task_types]
 
@@ -16,7 +17,7 @@ REGRESSION = [n for n in ALGORITHMS.names() if "regression" in ALGORITHMS.get(n)
 def build(name, suite, **hparams):
     algorithm = ALGORITHMS.get(name)
     values = {**suite.algorithms.get(name, {}), **hparams}
-    return algorithm(algorithm.Hparams(**values), problem_for(suite), generator("test", name))
+    return algorithm(algorithm.Hparams(**values), problem_for(suite, make_task_source(suite)), generator("test", name))
 
 
 @pytest.mark.parametrize("name", REGRESSION)

@@ -9,6 +9,7 @@ from bench.algorithms import ALGORITHMS
 from bench.config import load_suite
 from bench.runner import Episodes, problem_for
 from bench.seeding import generator
+from bench.tasks import make_task_source
 
 pytest.importorskip("learn2learn")
 
@@ -23,7 +24,7 @@ def float64():
 
 def meta_gradients(name, suite, batch, **hparams):
     algorithm_cls = ALGORITHMS.get(name)
-    algorithm = algorithm_cls(algorithm_cls.Hparams(**hparams), problem_for(suite), generator("equivalence"))
+    algorithm = algorithm_cls(algorithm_cls.Hparams(**hparams), problem_for(suite, make_task_source(suite)), generator("equivalence"))
     algorithm.zero_grad()
     algorithm.meta_loss(batch).backward()
     return algorithm, {k: p.grad for k, p in algorithm.backbone.named_parameters()}

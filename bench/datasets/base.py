@@ -1,0 +1,90 @@
+"""Image datasets as one uint8 tensor per dataset, decoded once and cached on disk.
+
+``ClassImages.images`` is (n_classes, n_per_class, C, H, W) uint8: every class has the same number
+of examples, so an episode is a single gather by (class, example) indices, on the target device.
+The cache file is keyed by a hash of everything that decides its content (the archives' bytes,
+the preprocessing, the cache format), so a change of any of them builds a new cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.errors import BenchError
+from bench.records import write_atomic
+
+log = logging.getLogger(__name__)
+CACHE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class ClassImages:
+    images: torch.Tensor  # (n_classes, n_per_class, C, H, W) uint8
+    class_names: tuple[str, ...]
+    key: str = ""  # the cache key: a hash of everything the pixels depend on
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != torch.uint8 or self.images.dim() != 5:
+            raise ValueError("images must be uint8 (n_classes, n_per_class, C, H, W)")
+        if len(self.class_names) != self.images.shape[0]:
+            raise ValueError("one class name per class")
+
+    def index(self) -> dict[str, int]:
+        return {name: i for i, name in enumerate(self.class_names)}
+
+
+def data_dir() -> Path:
+    """Where datasets are read from: ``$BENCH_DATA_DIR``, else ``~/.cache/bench/data``."""
+    return Path(os.environ.get("BENCH_DATA_DIR") or Path.home() / ".cache" / "bench" / "data")
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "bench" / "cache")
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def require_files(paths: list[Path], dataset: str, how_to_get: str) -> None:
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise BenchError(f"{dataset} data not found: {', '.join(missing)}; {how_to_get}")
+
+
+def cache_key(**inputs: Any) -> str:
+    text = json.dumps({"cache_format": CACHE_FORMAT, **inputs}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def cached(name: str, key: str, build) -> ClassImages:
+    """Load ``<cache_dir>/<name>-<key>.pt``, or build it with ``build()`` and store it atomically."""
+    path = cache_dir() / f"{name}-{key}.pt"
+    if path.is_file():
+        try:
+            stored = torch.load(path, weights_only=True)
+            return ClassImages(stored["images"], tuple(stored["class_names"]), key)
+        except Exception as exc:  # a damaged cache is rebuilt, never trusted
+            log.warning("cache %s is unreadable (%s); rebuilding it", path, exc)
+    log.info("decoding %s once into %s", name, path)
+    data = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save({"images": data.images, "class_names": list(data.class_names)}, tmp)
+    os.replace(tmp, path)
+    return ClassImages(data.images, data.class_names, key)
+
+
+__all__ = ["ClassImages", "cache_dir", "cache_key", "cached", "data_dir", "file_sha256", "require_files", "write_atomic"]

@@ -1,0 +1,73 @@
+"""Conv-4 (Vinyals et al. 2016; Snell et al. 2017; Finn et al. 2017) with a functional, per-task forward."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.models.init import reset_parameters_
+
+Params = dict[str, torch.Tensor]
+BN_EPS = 1e-5
+
+
+class Conv4(nn.Module):
+    """Four blocks of 3x3 convolution (padding 1), batch norm, ReLU and 2x2 max-pool, then a linear head.
+
+    ``functional(params, x)`` takes x of shape (B, n, C, H, W) and parameters that are shared or
+    per task (leading dimension B). Tasks are packed into the channel dimension and convolved as
+    groups (``groups=B``), so B tasks cost one convolution call per layer, and batch norm computes
+    its statistics per task and channel over that task's n images: batch statistics, the
+    transductive mode of MAML's reference code. There are no running statistics.
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], filters: int, out_features: int, generator: torch.Generator) -> None:
+        super().__init__()
+        channels, height, width = in_shape
+        self.blocks = nn.ModuleList()
+        for index in range(4):
+            block = nn.Module()
+            block.conv = nn.Conv2d(channels if index == 0 else filters, filters, 3, padding=1, device="meta")
+            block.norm = nn.BatchNorm2d(filters, track_running_stats=False, device="meta")
+            self.blocks.append(block)
+            height, width = height // 2, width // 2
+        self.feature_dim = filters * height * width
+        self.head_layer = nn.Linear(self.feature_dim, out_features, device="meta")
+        self.to_empty(device="cpu")
+        reset_parameters_(self, generator)
+        self.head_names = ("head_layer.weight", "head_layer.bias")
+
+    def params(self) -> Params:
+        return dict(self.named_parameters())
+
+    def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """(B, n, C, H, W) -> (B, n, feature_dim)."""
+        tasks, n = x.shape[:2]
+        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])
+
+        def per_task(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+            value = params[name]
+            if value.dim() == len(shape):
+                value = value.expand(tasks, *shape)
+            return value.reshape(tasks * shape[0], *shape[1:])
+
+        for index, block in enumerate(self.blocks):
+            prefix = f"blocks.{index}"
+            weight = per_task(f"{prefix}.conv.weight", tuple(block.conv.weight.shape))
+            bias = per_task(f"{prefix}.conv.bias", tuple(block.conv.bias.shape))
+            h = F.conv2d(h, weight, bias, padding=1, groups=tasks)
+            gamma = per_task(f"{prefix}.norm.weight", tuple(block.norm.weight.shape))
+            beta = per_task(f"{prefix}.norm.bias", tuple(block.norm.bias.shape))
+            h = F.max_pool2d(F.relu(F.batch_norm(h, None, None, gamma, beta, training=True, eps=BN_EPS)), 2)
+        return h.reshape(n, tasks, -1).transpose(0, 1)
+
+    def head(self, params: Params, h: torch.Tensor) -> torch.Tensor:
+        weight, bias = params["head_layer.weight"], params["head_layer.bias"]
+        return torch.matmul(h, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
+
+    def functional(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        return self.head(params, self.features(params, x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.functional(self.params(), x)

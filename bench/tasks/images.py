@@ -1,0 +1,83 @@
+"""N-way K-shot image classification episodes, gathered from a cached uint8 tensor on the device."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+from bench.config import Suite
+from bench.datasets import load_classification_data
+from bench.seeding import derive_seed
+from bench.tasks.base import TaskBatch
+
+
+class ImageTasks:
+    """Episode i of (split, seed): ``ways`` classes of the split, ``shots + queries`` examples each.
+
+    Only the indices are drawn per episode (on the CPU, from a generator seeded by (suite, split,
+    seed, i)); the pixels are one gather from the dataset tensor, which lives on the device, so
+    assembling a meta-batch costs no per-image Python work. Labels are 0..ways-1 in the order the
+    classes were drawn; examples are ordered class by class.
+    """
+
+    eval_chunk = 50
+
+    def __init__(self, suite: Suite, device: torch.device) -> None:
+        self.suite_name = suite.name
+        self.shapes = suite.episode_shape
+        data, splits, normalization = load_classification_data(suite)
+        self.images = data.images.to(device)
+        self.dataset_key = data.key
+        self.split_classes = {s: torch.tensor(ids, dtype=torch.long, device=device) for s, ids in splits.items()}
+        self.n_per_class = data.images.shape[1]
+        self.device = device
+        if normalization is None:
+            self.mean = self.std = None
+        else:
+            self.mean = torch.tensor(normalization.mean, device=device).view(1, 1, -1, 1, 1)
+            self.std = torch.tensor(normalization.std, device=device).view(1, 1, -1, 1, 1)
+        for split in ("train", "val", "test"):
+            shape = self.shapes["train" if split == "train" else "eval"]
+            n_classes = len(splits.get(split, []))
+            needed = shape["shots"] + shape["queries"]
+            if n_classes < shape["ways"]:
+                raise ValueError(f"split {split!r} has {n_classes} classes, fewer than {shape['ways']} ways")
+            if self.n_per_class < needed:
+                raise ValueError(f"classes have {self.n_per_class} examples, fewer than shots + queries = {needed}")
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[2:])
+
+    def _indices(self, split: str, seed: int, indices: range, ways: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        n_classes = len(self.split_classes[split])
+        classes = torch.empty(len(indices), ways, dtype=torch.long)
+        examples = torch.empty(len(indices), ways, k, dtype=torch.long)
+        gen = torch.Generator()
+        for row, index in enumerate(indices):
+            gen.manual_seed(derive_seed(self.suite_name, split, seed, index))
+            classes[row] = torch.randperm(n_classes, generator=gen)[:ways]
+            examples[row] = torch.rand(ways, self.n_per_class, generator=gen).argsort(dim=1)[:, :k]
+        return classes, examples
+
+    def batch(self, split: str, seed: int, indices: range) -> TaskBatch:
+        shape = self.shapes["train" if split == "train" else "eval"]
+        ways, shots, queries = shape["ways"], shape["shots"], shape["queries"]
+        classes, examples = self._indices(split, seed, indices, ways, shots + queries)
+        identity = hashlib.sha256(self.dataset_key.encode() + classes.numpy().tobytes() + examples.numpy().tobytes())
+        classes, examples = classes.to(self.device), examples.to(self.device)
+        dataset_classes = self.split_classes[split][classes]
+        pixels = self.images[dataset_classes.unsqueeze(-1), examples]  # (B, ways, k, C, H, W) uint8
+        x = pixels.float().div_(255).flatten(1, 2).unflatten(1, (ways, shots + queries))
+        if self.mean is not None:
+            x = (x - self.mean.unsqueeze(1)) / self.std.unsqueeze(1)
+        labels = torch.arange(ways, device=self.device).view(1, ways, 1)
+        b = len(indices)
+        return TaskBatch(
+            support_x=x[:, :, :shots].flatten(1, 2),
+            support_y=labels.expand(b, ways, shots).flatten(1),
+            query_x=x[:, :, shots:].flatten(1, 2),
+            query_y=labels.expand(b, ways, queries).flatten(1),
+            identity=identity.digest(),
+        )
