@@ -54,7 +54,19 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", type=Path, default=Path("results"))
     board.add_argument("--tier", help="only this tier")
     board.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    fetch = commands.add_parser("download", help="download a dataset's official archives, checking their checksums")
+    fetch.add_argument("dataset", help="omniglot or tiny-imagenet")
+    fetch.add_argument("--data-dir", type=Path, help="where to put them (default: $BENCH_DATA_DIR or ~/.cache/bench/data)")
+    fetch.add_argument("--force", action="store_true", help="download again even if the files exist")
     return parser
+
+
+def _download(args: argparse.Namespace) -> int:
+    from bench.download import download
+
+    for path in download(args.dataset, args.data_dir, args.force):
+        print(path)
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -113,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    handlers = {"list": _list, "validate": _validate, "run": _run, "leaderboard": _leaderboard}
+    handlers = {"list": _list, "validate": _validate, "run": _run, "leaderboard": _leaderboard,
+                "download": _download}
     try:
         return handlers[args.command](args)
     except BenchError as exc:

@@ -1,0 +1,100 @@
+"""Omniglot read from the official archives in ../shared/data (BENCH_DATA_DIR)."""
+
+from __future__ import annotations
+
+import os
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.config import load_suite
+from bench.datasets import omniglot
+from bench.errors import BenchError
+
+SPLITS = Path(os.environ.get("BENCH_DATA_DIR", "")) / "omniglot" / "splits" / "vinyals"
+pytestmark = pytest.mark.skipif(not (SPLITS / "train.txt").is_file(), reason="BENCH_DATA_DIR has no Omniglot")
+
+
+@pytest.fixture(scope="module")
+def split_data():
+    return omniglot.load_split_images(load_suite("omniglot-5w1s").data)
+
+
+def test_the_suite_split_is_the_published_vinyals_split(split_data):
+    data, splits = split_data
+    for split in ("train", "val", "test"):
+        published = (SPLITS / f"{split}.txt").read_text().split()
+        ours = [data.class_names[i] for i in splits[split]]
+        assert sorted(ours) == sorted(published), split
+    assert [len(splits[s]) for s in ("train", "val", "test")] == [4112, 688, 1692]
+
+
+def test_images_are_28x28_with_strokes_one_and_rotations_are_classes(split_data):
+    data, _ = split_data
+    assert data.images.shape == (4112 + 688 + 1692, 20, 1, 28, 28) and data.images.dtype == torch.uint8
+    # Strokes are 1 (255): most pixels are background 0, and the ink is bright.
+    assert (data.images == 0).float().mean() > 0.6 and data.images.max() == 255
+    index = data.index()
+    upright, turned = index["Latin/character01/rot000"], index["Latin/character01/rot090"]
+    assert torch.equal(torch.rot90(data.images[upright], 1, dims=(-2, -1)), data.images[turned])
+
+
+def test_the_cache_is_reused_and_keyed_by_its_inputs(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    config = load_suite("omniglot-5w1s").data
+    start = time.perf_counter()
+    first = omniglot.load_characters(config)
+    decode_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    second = omniglot.load_characters(config)
+    cached_seconds = time.perf_counter() - start
+    assert torch.equal(first.images, second.images) and first.key == second.key
+    assert cached_seconds < decode_seconds / 5
+    other = omniglot.load_characters(config.model_copy(update={"resize_filter": "bilinear"}))
+    assert other.key != first.key and len(list(tmp_path.glob("omniglot-*.pt"))) == 2
+
+
+def test_a_damaged_cache_is_rebuilt(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    config = load_suite("omniglot-5w1s").data
+    good = omniglot.load_characters(config)
+    [cache_file] = tmp_path.glob("omniglot-*.pt")
+    cache_file.write_bytes(b"not a tensor file")
+    assert torch.equal(omniglot.load_characters(config).images, good.images)
+
+
+def test_missing_and_corrupt_archives_are_clear_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    config = load_suite("omniglot-5w1s").data
+    with pytest.raises(BenchError, match=r"Omniglot data not found: .*images_background.zip.*python -m bench download omniglot"):
+        omniglot.load_characters(config)
+    (tmp_path / "omniglot").mkdir()
+    for name in config.archives:
+        (tmp_path / name).write_bytes(b"<html>404</html>")
+    with pytest.raises(BenchError, match="not a readable zip archive"):
+        omniglot.load_characters(config)
+
+
+def test_an_incomplete_archive_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "omniglot").mkdir()
+    with zipfile.ZipFile(SPLITS.parent.parent / "images_background.zip") as source, \
+            zipfile.ZipFile(tmp_path / "omniglot" / "images_background.zip", "w") as partial:
+        pngs = [m for m in source.namelist() if m.endswith(".png")]
+        for member in pngs[:30]:  # leaves a character with fewer than 20 drawings
+            partial.writestr(member, source.read(member))
+    config = load_suite("omniglot-5w1s").data.model_copy(update={"archives": ("omniglot/images_background.zip",)})
+    with pytest.raises(BenchError, match="expected 20; the archive is incomplete"):
+        omniglot.load_characters(config)
+
+
+def test_a_split_pattern_that_matches_nothing():
+    config = load_suite("omniglot-5w1s").data
+    characters = ["Latin/character01"]
+    with pytest.raises(BenchError, match="'Klingon' matches no character"):
+        omniglot.split_classes(config.model_copy(update={"split": {"train": ("Klingon",)}}), characters)

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from bench import download
+from bench.errors import BenchError
+
+
+@pytest.fixture
+def served(tmp_path, monkeypatch):
+    """An archive served from a file:// URL in place of the official one."""
+    payload = b"archive bytes" * 1000
+    source = tmp_path / "served.zip"
+    source.write_bytes(payload)
+    md5 = hashlib.md5(payload).hexdigest()
+
+    def use(checksum: str) -> None:
+        monkeypatch.setattr("bench.datasets.omniglot.DOWNLOADS", {"omniglot/a.zip": (source.as_uri(), checksum)})
+
+    return use, payload, md5
+
+
+def test_official_sources_are_declared_with_checksums():
+    for dataset in download.DATASET_MODULES:
+        try:
+            entries = download.downloads(dataset)
+        except ModuleNotFoundError:
+            continue
+        for url, checksum in entries.values():
+            assert url.startswith(("https://", "http://")) and checksum.split(":")[0] in {"md5", "sha256"}
+
+
+def test_download_verifies_and_renames(served, tmp_path):
+    use, payload, md5 = served
+    use(f"md5:{md5}")
+    [path] = download.download("omniglot", tmp_path / "data")
+    assert path.read_bytes() == payload and sorted(p.name for p in path.parent.iterdir()) == ["a.zip"]
+
+
+def test_a_wrong_checksum_keeps_nothing(served, tmp_path):
+    use, _, _ = served
+    use("md5:" + "0" * 32)
+    with pytest.raises(BenchError, match="does not match its checksum"):
+        download.download("omniglot", tmp_path / "data")
+    assert list((tmp_path / "data" / "omniglot").iterdir()) == []
+
+
+def test_unknown_and_undownloadable_datasets():
+    with pytest.raises(BenchError, match="did you mean 'omniglot'"):
+        download.downloads("omniglott")
+    with pytest.raises(BenchError, match="no official download"):
+        download.downloads("mini-imagenet")
