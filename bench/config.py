@@ -89,6 +89,92 @@ class OmniglotData(StrictModel):
         return None
 
 
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+ImageFilter = Literal["lanczos", "bilinear", "bicubic", "box", "nearest"]
+
+
+def _disjoint_split(split: dict[str, tuple[str, ...]]) -> None:
+    seen: dict[str, str] = {}
+    for name, classes in split.items():
+        for cls in classes:
+            if cls in seen:
+                raise ValueError(f"class {cls} is listed twice (in {seen[cls]!r} and {name!r})")
+            seen[cls] = name
+
+
+class TinyImageNetData(StrictModel):
+    """Tiny-ImageNet-200 (Stanford CS231n): the train images of the official archive, 64x64 RGB.
+
+    No few-shot split of Tiny-ImageNet is standard, so ``split`` lists the wnids of each split
+    (ours, fixed in the suite file). Each class keeps its first ``images_per_class`` images by
+    index, so the official archive (500 per class) and the 300-per-class subset give the same
+    tensor; ``archives`` are candidates and the first that exists is read.
+    """
+
+    kind: Literal["tiny-imagenet"]
+    archives: tuple[str, ...] = Field(
+        default=("tiny-imagenet/tiny-imagenet-200.zip", "tiny-imagenet/tiny-imagenet-200-train300.zip"), min_length=1)
+    images_per_class: int = Field(default=300, ge=1, le=500)
+    image_size: int = Field(default=64, ge=4)
+    resize_filter: ImageFilter = "lanczos"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    split: dict[Literal["train", "val", "test"], tuple[str, ...]]
+
+    @model_validator(mode="after")
+    def _valid_split(self) -> TinyImageNetData:
+        bad = [w for classes in self.split.values() for w in classes if not (w[:1] == "n" and w[1:].isdigit())]
+        if bad:
+            raise ValueError(f"split entries must be WordNet ids like n01443537, got {bad[0]!r}")
+        _disjoint_split(self.split)
+        return self
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    @property
+    def normalization(self) -> Normalization | None:
+        return Normalization(mean=self.mean, std=self.std)
+
+
+class MiniImageNetData(StrictModel):
+    """mini-ImageNet (Vinyals et al. 2016) with Ravi & Larochelle's 64 / 16 / 20 class split, 84x84 RGB.
+
+    The images are distributed by third parties in two forms, read as they are (``format``):
+    ``folder``, the images named as in the split CSVs (``filename,label``) in ``image_dir``; or
+    ``pickle``, learn2learn's ``mini-imagenet-cache-{train,validation,test}.pkl`` in ``pickle_dir``.
+    Each class keeps its first ``images_per_class`` images (CSV row order, or the pickle's index
+    order). ``mean``/``std`` default to none: pixels in [0, 1], as in MAML's and ProtoNets' code.
+    """
+
+    kind: Literal["mini-imagenet"]
+    format: Literal["folder", "pickle"]
+    csv_dir: str = "mini-imagenet/splits/ravi"
+    image_dir: str = "mini-imagenet/images"
+    pickle_dir: str = "mini-imagenet"
+    images_per_class: int = Field(default=600, ge=1)
+    image_size: int = Field(default=84, ge=4)
+    resize_filter: ImageFilter = "lanczos"
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> MiniImageNetData:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        return self
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    @property
+    def normalization(self) -> Normalization | None:
+        return None if self.mean is None or self.std is None else Normalization(mean=self.mean, std=self.std)
+
+
 class Budget(StrictModel):
     """Fields a tier may override (training budget and evaluation size)."""
 
@@ -125,8 +211,22 @@ class Conv4Model(StrictModel):
     filters: int = Field(default=64, ge=1)
 
 
-DataConfig = Annotated[Union[SineData, OmniglotData], Field(discriminator="kind")]
-ModelConfig = Annotated[Union[MLPModel, Conv4Model], Field(discriminator="kind")]
+class ResNet12Model(StrictModel):
+    """ResNet-12 of TADAM and MetaOptNet: four residual blocks of three 3x3 convolutions, batch norm,
+    leaky ReLU and 2x2 max-pool; ``channels`` are the blocks' widths."""
+
+    kind: Literal["resnet12"]
+    channels: tuple[int, int, int, int] = (64, 160, 320, 640)
+
+    @model_validator(mode="after")
+    def _positive_channels(self) -> ResNet12Model:
+        if any(c < 1 for c in self.channels):
+            raise ValueError(f"channels must be >= 1, got {list(self.channels)}")
+        return self
+
+
+DataConfig = Annotated[Union[SineData, OmniglotData, TinyImageNetData, MiniImageNetData], Field(discriminator="kind")]
+ModelConfig = Annotated[Union[MLPModel, Conv4Model, ResNet12Model], Field(discriminator="kind")]
 
 
 class Suite(StrictModel):
@@ -181,7 +281,7 @@ class Suite(StrictModel):
             v is not None for v in (self.ways, self.train_ways, self.train_shots, self.train_queries)
         ):
             raise ValueError("ways, train_ways, train_shots and train_queries apply to classification suites only")
-        if (self.model.kind == "conv4") != (self.batch_norm != "none"):
+        if (self.model.kind in ("conv4", "resnet12")) != (self.batch_norm != "none"):
             raise ValueError("batch_norm must be 'transductive' or 'inductive' for a network with batch norm, else 'none'")
         return self
 

@@ -91,10 +91,11 @@ def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[
         for name in requested:
             algorithm = ALGORITHMS.get(name)
             if not algorithm.applies_to(suite):
+                hint = ("; is learn2learn installed?" if name.endswith(".l2l")
+                        else f"; not with a {suite.model.kind} model" if suite.task_type in algorithm.task_types else "")
                 raise BenchError(
                     f"algorithm {name!r} does not apply to suite {suite.name!r} "
-                    f"({suite.task_type}; {name} supports {', '.join(sorted(algorithm.task_types))}"
-                    f"{'; is learn2learn installed?' if name.endswith('.l2l') else ''})"
+                    f"({suite.task_type}; {name} supports {', '.join(sorted(algorithm.task_types))}{hint})"
                 )
             chosen.append(algorithm)
         return chosen, skipped
@@ -106,7 +107,8 @@ def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[
         elif suite.task_type not in algorithm.task_types:
             skipped[name] = f"supports {', '.join(sorted(algorithm.task_types))}, not {suite.task_type}"
         elif not algorithm.applies_to(suite):
-            skipped[name] = "not available here (learn2learn is not installed)"
+            skipped[name] = ("not available here (learn2learn is not installed)" if name.endswith(".l2l")
+                             else f"does not apply to a {suite.model.kind} model")
         else:
             chosen.append(algorithm)
     return chosen, skipped
@@ -188,7 +190,8 @@ class Episodes:
 
 def problem_for(suite: Suite, source: TaskSource) -> Problem:
     out_features = suite.ways if suite.task_type == "classification" else 1
-    return Problem(suite=suite, in_shape=source.in_shape, out_features=out_features)
+    return Problem(suite=suite, in_shape=source.in_shape, out_features=out_features,
+                   n_train_classes=getattr(source, "n_train_classes", None))
 
 
 def _state_copy(algorithm: Algorithm) -> dict[str, torch.Tensor]:

@@ -2,13 +2,17 @@
 
 from bench.algorithms import (  # noqa: F401
     anil,
+    baseline,
     cnp,
     fomaml,
     maml,
     maml_l2l,
-    protonet,
+    matchingnet,
+    metaoptnet,
     metasgd,
     metasgd_l2l,
+    protonet,
+    relationnet,
     reptile,
     transfer,
 )

@@ -41,11 +41,16 @@ class Hyperparameters(BaseModel):
 
 @dataclass(frozen=True)
 class Problem:
-    """What an algorithm learns: the suite, the input shape and the output size (ways, for classification)."""
+    """What an algorithm learns: the suite, the input shape and the output size (ways, for classification).
+
+    ``n_train_classes``: how many classes the training split has, for methods that pre-train a
+    classifier over all of them (None where the task source has no classes).
+    """
 
     suite: Suite
     in_shape: tuple[int, ...]
     out_features: int
+    n_train_classes: int | None = None
 
     @property
     def in_features(self) -> int:

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 import torch
 
 from bench.algorithms.base import Algorithm, Hyperparameters, Problem
+from bench.config import Suite
 from bench.models.mlp import Params
 from bench.tasks import TaskBatch
 
@@ -54,6 +55,12 @@ class GradientBased(Algorithm):
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)
         self.backbone = problem.build_backbone(generator)
+
+    @classmethod
+    def applies_to(cls, suite: Suite) -> bool:
+        # ResNet-12's forward takes shared body parameters only (bench/models/resnet12.py), so
+        # methods that adapt parameters per task cannot run on it.
+        return super().applies_to(suite) and suite.model.kind != "resnet12"
 
     @property
     def adapted_names(self) -> tuple[str, ...]:

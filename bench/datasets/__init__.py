@@ -12,6 +12,14 @@ def check_available(suite: Suite) -> None:
         from bench.datasets.omniglot import required_files
 
         required_files(suite.data)
+    elif suite.data.kind == "tiny-imagenet":
+        from bench.datasets.tiny_imagenet import required_files as tiny_files
+
+        tiny_files(suite.data)
+    elif suite.data.kind == "mini-imagenet":
+        from bench.datasets.mini_imagenet import required_files as mini_files
+
+        mini_files(suite.data)
 
 
 def load_classification_data(suite: Suite) -> tuple[ClassImages, dict[str, list[int]], Normalization | None]:
@@ -20,6 +28,16 @@ def load_classification_data(suite: Suite) -> tuple[ClassImages, dict[str, list[
         from bench.datasets.omniglot import load_split_images
 
         data, splits = load_split_images(suite.data)
+        return data, splits, suite.data.normalization
+    if suite.data.kind == "tiny-imagenet":
+        from bench.datasets.tiny_imagenet import load_split_images as tiny_images
+
+        data, splits = tiny_images(suite.data)
+        return data, splits, suite.data.normalization
+    if suite.data.kind == "mini-imagenet":
+        from bench.datasets.mini_imagenet import load_split_images as mini_images
+
+        data, splits = mini_images(suite.data)
         return data, splits, suite.data.normalization
     raise AssertionError(f"no image dataset reader for data kind {suite.data.kind!r}")
 

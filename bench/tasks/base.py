@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,6 +16,9 @@ class TaskBatch:
 
     support_x: (B, n_support, *input_shape); support_y: (B, n_support, *target_shape)
     query_x: (B, n_query, *input_shape); query_y: (B, n_query, *target_shape)
+    support_classes, query_classes: (B, n_support), (B, n_query) long, or None: for classification,
+    each example's class as its index in the split's class list (the same class in every episode
+    has the same index), for methods that pre-train over all training classes.
     """
 
     support_x: torch.Tensor
@@ -22,18 +26,25 @@ class TaskBatch:
     query_x: torch.Tensor
     query_y: torch.Tensor
     identity: bytes | None = None  # what determines the tensors, when cheaper to hash than they are
+    support_classes: torch.Tensor | None = None
+    query_classes: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.support_x.shape[0]
 
     def to(self, device: torch.device | str) -> TaskBatch:
-        return TaskBatch(*(t.to(device, non_blocking=True) for t in self.tensors()), identity=self.identity)
+        return self._map(lambda t: t.to(device, non_blocking=True), identity=self.identity)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.support_x, self.support_y, self.query_x, self.query_y)
 
     def slice(self, start: int, stop: int) -> TaskBatch:
-        return TaskBatch(*(t[start:stop] for t in self.tensors()))
+        return self._map(lambda t: t[start:stop])
+
+    def _map(self, function: Callable[[torch.Tensor], torch.Tensor], identity: bytes | None = None) -> TaskBatch:
+        """``function`` applied to every tensor, the optional class indices included."""
+        classes = (None if t is None else function(t) for t in (self.support_classes, self.query_classes))
+        return TaskBatch(*(function(t) for t in self.tensors()), identity, *classes)
 
     def update_hash(self, digest) -> None:
         """Feed what determines these episodes into ``digest`` (hashlib object)."""

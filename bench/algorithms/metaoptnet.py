@@ -1,0 +1,164 @@
+"""MetaOptNet: Lee, Maji, Ravichandran and Soatto, "Meta-Learning with Differentiable Convex
+Optimization", CVPR 2019. https://arxiv.org/abs/1904.03758
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+
+from bench.algorithms.base import Algorithm, Hyperparameters, Problem, register
+from bench.tasks import TaskBatch
+
+
+class MetaOptNetHparams(Hyperparameters):
+    lr: float = 0.001
+    label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
+
+
+class RidgeHparams(MetaOptNetHparams):
+    ridge_lambda: float = Field(default=50.0, gt=0.0)
+
+
+class SVMHparams(MetaOptNetHparams):
+    svm_c: float = Field(default=0.1, gt=0.0)
+    svm_iterations: int = Field(default=100, ge=1)
+
+
+def ridge_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, lam: float) -> torch.Tensor:
+    """Scores (B, n_query, ways) of the ridge regression of one-hot labels on the support embeddings.
+
+    support: (B, n_support, d), labels: (B, n_support), query: (B, n_query, d). The weights
+    W = X^T (X X^T + lam I)^-1 Y come from the dual (Woodbury) form, an n_support x n_support
+    solve, since n_support is far below the embedding size; the scores are Q W.
+    """
+    one_hot = F.one_hot(labels, ways).to(support.dtype)
+    gram = support @ support.transpose(1, 2)
+    eye = torch.eye(gram.shape[-1], dtype=gram.dtype, device=gram.device)
+    dual = torch.linalg.solve(gram + lam * eye, one_hot)  # (B, n_support, ways)
+    return (query @ support.transpose(1, 2)) @ dual
+
+
+def simplex_projection(v: torch.Tensor, total: float) -> torch.Tensor:
+    """Euclidean projection of each row of v (..., k) onto {x >= 0, sum(x) = total} (sort-based, Duchi et al. 2008)."""
+    sorted_v = v.sort(dim=-1, descending=True).values
+    excess = sorted_v.cumsum(dim=-1) - total
+    counts = torch.arange(1, v.shape[-1] + 1, dtype=v.dtype, device=v.device)
+    # The entries kept positive are a prefix of the sorted row; its length is how many pass the test.
+    kept = (sorted_v - excess / counts > 0).sum(dim=-1, keepdim=True)
+    threshold = excess.gather(-1, kept - 1) / kept.to(v.dtype)
+    return (v - threshold).clamp_min(0)
+
+
+def crammer_singer_dual(gram: torch.Tensor, one_hot: torch.Tensor, c: float, iterations: int) -> torch.Tensor:
+    """Dual variables alpha (B, n, ways) of the Crammer-Singer multi-class SVM, by accelerated projected gradient.
+
+    gram: (B, n, n) support kernel; one_hot: (B, n, ways) labels. The dual, in MetaOptNet's form:
+        minimise 1/2 sum_m alpha_m^T K alpha_m - sum_i alpha_i,y_i
+        subject to alpha_i,m <= c [m = y_i] and sum_m alpha_i,m = 0 for every support example i,
+    whose class weights are w_m = sum_i alpha_i,m x_i. With beta_i = c e_y_i - alpha_i the
+    constraints say that each beta_i lies on the simplex scaled by c, so projecting is a simplex
+    projection per example. FISTA (Beck and Teboulle 2009) with adaptive restart (O'Donoghue and
+    Candes 2015: momentum is reset for a task when it points uphill) runs ``iterations`` steps of
+    size 1 / lambda_max(K) from alpha = 0; autograd differentiates through the unrolled steps. The
+    step size and the restart decisions are held constant (detached): the solution does not depend
+    on them.
+    """
+    lipschitz = torch.linalg.eigvalsh(gram.detach())[..., -1:].clamp_min(1e-12).unsqueeze(-1)  # (B, 1, 1)
+    step = 1.0 / lipschitz
+    target = c * one_hot
+
+    def project(alpha: torch.Tensor) -> torch.Tensor:
+        return target - simplex_projection(target - alpha, c)
+
+    alpha = torch.zeros_like(one_hot)  # feasible: alpha <= c [m = y_i] and rows sum to zero
+    momentum_point, t = alpha, torch.ones_like(step)
+    for _ in range(iterations):
+        following = project(momentum_point - step * (gram @ momentum_point - one_hot))
+        uphill = ((momentum_point - following) * (following - alpha)).sum(dim=(1, 2), keepdim=True).detach() > 0
+        t = torch.where(uphill, torch.ones_like(t), t)
+        t_next = (1.0 + torch.sqrt(1.0 + 4.0 * t * t)) / 2.0
+        momentum_point = following + ((t - 1.0) / t_next) * (following - alpha)
+        alpha, t = following, t_next
+    return alpha
+
+
+def svm_logits(
+    support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, c: float, iterations: int
+) -> torch.Tensor:
+    """Scores (B, n_query, ways) of the Crammer-Singer SVM fitted to the support set: w_m . q."""
+    alpha = crammer_singer_dual(support @ support.transpose(1, 2), F.one_hot(labels, ways).to(support.dtype), c, iterations)
+    return (query @ support.transpose(1, 2)) @ alpha
+
+
+class MetaOptNet(Algorithm):
+    """The MetaOptNet variants' shared part: a convex learner fitted on each support set's embeddings.
+
+    The query scores are the fitted learner's scores times a learned scale (initially 1).
+    Support and query images of an episode are embedded together, so batch norm uses the
+    episode's statistics (the reference code embeds them in separate passes). Training uses the
+    reference code's label smoothing: 1 - eps on the true class, eps / (ways - 1) on the others.
+    """
+
+    family = "optimization-based"
+    task_types = frozenset({"classification"})
+
+    def __init__(self, hparams: MetaOptNetHparams, problem: Problem, generator: torch.Generator) -> None:
+        super().__init__(hparams, problem, generator)
+        self.backbone = problem.build_backbone(generator)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.lr)
+
+    def head(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def logits(self, batch: TaskBatch) -> torch.Tensor:
+        """Query scores, (B, n_query, ways)."""
+        n_support = batch.support_x.shape[1]
+        embeddings = self.backbone.features(self.backbone.params(), torch.cat([batch.support_x, batch.query_x], 1))
+        ways = int(batch.support_y.max()) + 1
+        return self.scale * self.head(embeddings[:, :n_support], batch.support_y, embeddings[:, n_support:], ways)
+
+    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
+        logits = self.logits(batch)
+        ways, eps = logits.shape[-1], self.hparams.label_smoothing
+        one_hot = F.one_hot(batch.query_y, ways).to(logits.dtype)
+        target = one_hot * (1.0 - eps) + (1.0 - one_hot) * eps / (ways - 1)
+        return -(target * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
+
+    @torch.no_grad()
+    def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
+        return self.problem.metric(self.logits(batch), batch.query_y)
+
+
+@register("metaoptnet.ridge")
+class MetaOptNetRidge(MetaOptNet):
+    """MetaOptNet-RR (Lee et al. 2019): a ridge-regression head, solved in closed form on each support set, on learned embeddings.
+
+    The closed form is differentiable, so the embedding learns through it. The reference code
+    solves the same problem as a QP whose scores are twice these; the learned scale absorbs that.
+    """
+
+    Hparams = RidgeHparams
+
+    def head(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        return ridge_logits(support, labels, query, ways, self.hparams.ridge_lambda)
+
+
+@register("metaoptnet.svm")
+class MetaOptNetSVM(MetaOptNet):
+    """MetaOptNet-SVM (Lee et al. 2019): a multi-class (Crammer-Singer) SVM head, fitted to each support set by a differentiable QP solver, on learned embeddings.
+
+    The paper differentiates through the QP's optimality conditions (qpth); here the dual is
+    solved by ``svm_iterations`` steps of accelerated projected gradient and differentiated by
+    unrolling them (see :func:`crammer_singer_dual`). ``svm_c`` is the SVM's cost C (0.1, as in
+    the reference code). With 100 steps, on Omniglot Conv-4 embeddings at initialisation the query
+    scores were within 3e-6 of the exact SVM's (relative to the largest) for 5-way 1-shot and within
+    3% for 5-shot, whose kernel is worse conditioned: raise ``svm_iterations`` for more shots.
+    """
+
+    Hparams = SVMHparams
+
+    def head(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        return svm_logits(support, labels, query, ways, self.hparams.svm_c, self.hparams.svm_iterations)
