@@ -102,3 +102,21 @@ def test_include_cycle_is_an_error(tmp_path):
     (tmp_path / "b.yaml").write_text("include: a.yaml\n")
     with pytest.raises(BenchError, match="include cycle"):
         load_suite(str(tmp_path / "a.yaml"))
+
+
+def test_inductive_batch_norm_is_refused_rather_than_run_transductively(tmp_path):
+    from tests.conftest import ROOT
+
+    text = (ROOT / "suites" / "omniglot-5w1s.yaml").read_text().replace("batch_norm: transductive", "batch_norm: inductive")
+    with pytest.raises(BenchError, match=r"batch_norm 'inductive' is not implemented .* use 'transductive'"):
+        load_suite(str(write(tmp_path, text)))
+
+
+@pytest.mark.parametrize(("name", "ways", "shots"), [("omniglot-5w1s", 5, 1), ("omniglot-5w5s", 5, 5),
+                                                     ("omniglot-20w1s", 20, 1), ("omniglot-20w5s", 20, 5)])
+def test_omniglot_variants_share_the_split_and_differ_in_ways_and_shots(name, ways, shots):
+    suite, base = load_suite(name), load_suite("omniglot-5w1s")
+    assert (suite.ways, suite.shots, suite.queries) == (ways, shots, 15)
+    assert suite.data == base.data and suite.batch_norm == "transductive"
+    assert {entry.algorithm for entry in suite.published} >= {"maml", "protonet", "matchingnet"}
+    assert (suite.protocol_hash() == base.protocol_hash()) == (name == "omniglot-5w1s")

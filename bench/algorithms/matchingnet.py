@@ -7,12 +7,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bench.algorithms.base import Algorithm, Hyperparameters, Problem, register
-from bench.tasks import TaskBatch
-
-
-class MatchingNetHparams(Hyperparameters):
-    lr: float = 0.001
+from bench.algorithms.base import register
+from bench.algorithms.embedding import EmbeddingBased, EmbeddingHparams
 
 
 def matching_log_probs(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
@@ -30,7 +26,7 @@ def matching_log_probs(support: torch.Tensor, labels: torch.Tensor, query: torch
 
 
 @register("matchingnet")
-class MatchingNet(Algorithm):
+class MatchingNet(EmbeddingBased):
     """Matching Networks (Vinyals et al. 2016): a query's label distribution is a softmax attention over the support set by cosine similarity of embeddings.
 
     The plain version, without the paper's full-context embeddings (FCE: a bidirectional LSTM over
@@ -41,24 +37,8 @@ class MatchingNet(Algorithm):
     """
 
     family = "metric-based"
-    task_types = frozenset({"classification"})
-    Hparams = MatchingNetHparams
+    Hparams = EmbeddingHparams
 
-    def __init__(self, hparams: MatchingNetHparams, problem: Problem, generator: torch.Generator) -> None:
-        super().__init__(hparams, problem, generator)
-        self.backbone = problem.build_backbone(generator)
-        self.optimizer = torch.optim.Adam(self.backbone.parameters(), lr=hparams.lr)
-
-    def logits(self, batch: TaskBatch) -> torch.Tensor:
+    def scores(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         """Log-probabilities of each query's class, (B, n_query, ways)."""
-        n_support = batch.support_x.shape[1]
-        embeddings = self.backbone.features(self.backbone.params(), torch.cat([batch.support_x, batch.query_x], 1))
-        ways = int(batch.support_y.max()) + 1
-        return matching_log_probs(embeddings[:, :n_support], batch.support_y, embeddings[:, n_support:], ways)
-
-    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
-        return self.problem.loss(self.logits(batch), batch.query_y).mean()
-
-    @torch.no_grad()
-    def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
-        return self.problem.metric(self.logits(batch), batch.query_y)
+        return matching_log_probs(support, labels, query, ways)

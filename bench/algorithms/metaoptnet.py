@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.algorithms.base import Algorithm, Hyperparameters, Problem, register
+from bench.algorithms.base import register
+from bench.algorithms.embedding import EmbeddingBased, EmbeddingHparams
 from bench.tasks import TaskBatch
 
 
-class MetaOptNetHparams(Hyperparameters):
-    lr: float = 0.001
+class MetaOptNetHparams(EmbeddingHparams):
     label_smoothing: float = Field(default=0.1, ge=0.0, lt=1.0)
 
 
@@ -92,7 +92,7 @@ def svm_logits(
     return (query @ support.transpose(1, 2)) @ alpha
 
 
-class MetaOptNet(Algorithm):
+class MetaOptNet(EmbeddingBased):
     """The MetaOptNet variants' shared part: a convex learner fitted on each support set's embeddings.
 
     The query scores are the fitted learner's scores times a learned scale (initially 1).
@@ -102,23 +102,15 @@ class MetaOptNet(Algorithm):
     """
 
     family = "optimization-based"
-    task_types = frozenset({"classification"})
 
-    def __init__(self, hparams: MetaOptNetHparams, problem: Problem, generator: torch.Generator) -> None:
-        super().__init__(hparams, problem, generator)
-        self.backbone = problem.build_backbone(generator)
+    def build_head(self, generator: torch.Generator) -> None:
         self.scale = torch.nn.Parameter(torch.ones(()))
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.lr)
 
     def head(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         raise NotImplementedError
 
-    def logits(self, batch: TaskBatch) -> torch.Tensor:
-        """Query scores, (B, n_query, ways)."""
-        n_support = batch.support_x.shape[1]
-        embeddings = self.backbone.features(self.backbone.params(), torch.cat([batch.support_x, batch.query_x], 1))
-        ways = int(batch.support_y.max()) + 1
-        return self.scale * self.head(embeddings[:, :n_support], batch.support_y, embeddings[:, n_support:], ways)
+    def scores(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        return self.scale * self.head(support, labels, query, ways)
 
     def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         logits = self.logits(batch)
@@ -126,10 +118,6 @@ class MetaOptNet(Algorithm):
         one_hot = F.one_hot(batch.query_y, ways).to(logits.dtype)
         target = one_hot * (1.0 - eps) + (1.0 - one_hot) * eps / (ways - 1)
         return -(target * logits.log_softmax(dim=-1)).sum(dim=-1).mean()
-
-    @torch.no_grad()
-    def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
-        return self.problem.metric(self.logits(batch), batch.query_y)
 
 
 @register("metaoptnet.ridge")

@@ -6,12 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from bench.algorithms.base import Algorithm, Hyperparameters, Problem, register
-from bench.tasks import TaskBatch
-
-
-class ProtoNetHparams(Hyperparameters):
-    lr: float = 0.001
+from bench.algorithms.base import register
+from bench.algorithms.embedding import EmbeddingBased, EmbeddingHparams
 
 
 def class_means(embeddings: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:
@@ -21,7 +17,7 @@ def class_means(embeddings: torch.Tensor, labels: torch.Tensor, ways: int) -> to
 
 
 @register("protonet")
-class ProtoNet(Algorithm):
+class ProtoNet(EmbeddingBased):
     """Prototypical Networks (Snell et al. 2017): classify a query by its squared Euclidean distance to each class's mean support embedding.
 
     The backbone's features are the embedding (its classification head is unused). Support and
@@ -29,24 +25,7 @@ class ProtoNet(Algorithm):
     """
 
     family = "metric-based"
-    task_types = frozenset({"classification"})
-    Hparams = ProtoNetHparams
+    Hparams = EmbeddingHparams
 
-    def __init__(self, hparams: ProtoNetHparams, problem: Problem, generator: torch.Generator) -> None:
-        super().__init__(hparams, problem, generator)
-        self.backbone = problem.build_backbone(generator)
-        self.optimizer = torch.optim.Adam(self.backbone.parameters(), lr=hparams.lr)
-
-    def logits(self, batch: TaskBatch) -> torch.Tensor:
-        n_support = batch.support_x.shape[1]
-        embeddings = self.backbone.features(self.backbone.params(), torch.cat([batch.support_x, batch.query_x], 1))
-        support, query = embeddings[:, :n_support], embeddings[:, n_support:]
-        ways = int(batch.support_y.max()) + 1
-        return -torch.cdist(query, class_means(support, batch.support_y, ways)).pow(2)
-
-    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
-        return self.problem.loss(self.logits(batch), batch.query_y).mean()
-
-    @torch.no_grad()
-    def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
-        return self.problem.metric(self.logits(batch), batch.query_y)
+    def scores(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        return -torch.cdist(query, class_means(support, labels, ways)).pow(2)

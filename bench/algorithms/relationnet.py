@@ -9,15 +9,15 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from bench.algorithms.base import Algorithm, Hyperparameters, Problem, register
+from bench.algorithms.base import register
+from bench.algorithms.embedding import EmbeddingBased, EmbeddingHparams
 from bench.models.init import reset_parameters_
 from bench.tasks import TaskBatch
 
 BN_EPS = 1e-5
 
 
-class RelationNetHparams(Hyperparameters):
-    lr: float = 0.001
+class RelationNetHparams(EmbeddingHparams):
     relation_hidden: tuple[int, ...] = Field(default=(64, 8), min_length=1)
 
 
@@ -56,7 +56,7 @@ class RelationModule(nn.Module):
 
 
 @register("relationnet")
-class RelationNet(Algorithm):
+class RelationNet(EmbeddingBased):
     """Relation Networks (Sung et al. 2018): a learned relation module scores each (class, query) pair of embeddings in [0, 1], trained by regression onto one-hot targets.
 
     Deviation from the paper: its relation module is two convolution blocks on concatenated
@@ -69,22 +69,14 @@ class RelationNet(Algorithm):
     """
 
     family = "metric-based"
-    task_types = frozenset({"classification"})
     Hparams = RelationNetHparams
 
-    def __init__(self, hparams: RelationNetHparams, problem: Problem, generator: torch.Generator) -> None:
-        super().__init__(hparams, problem, generator)
-        self.backbone = problem.build_backbone(generator)
-        self.relation = RelationModule(2 * self.backbone.feature_dim, hparams.relation_hidden, generator)
-        self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.lr)
+    def build_head(self, generator: torch.Generator) -> None:
+        self.relation = RelationModule(2 * self.backbone.feature_dim, self.hparams.relation_hidden, generator)
 
-    def logits(self, batch: TaskBatch) -> torch.Tensor:
+    def scores(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         """Relation scores in [0, 1] of each query with each class, (B, n_query, ways)."""
-        n_support = batch.support_x.shape[1]
-        embeddings = self.backbone.features(self.backbone.params(), torch.cat([batch.support_x, batch.query_x], 1))
-        support, query = embeddings[:, :n_support], embeddings[:, n_support:]
-        ways = int(batch.support_y.max()) + 1
-        classes = class_sums(support, batch.support_y, ways)  # (B, ways, d)
+        classes = class_sums(support, labels, ways)  # (B, ways, d)
         shape = (query.shape[0], query.shape[1], ways, query.shape[2])  # (B, n_query, ways, d)
         pairs = torch.cat([classes.unsqueeze(1).expand(shape), query.unsqueeze(2).expand(shape)], dim=-1)
         return self.relation(pairs)
@@ -92,7 +84,3 @@ class RelationNet(Algorithm):
     def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         scores = self.logits(batch)
         return F.mse_loss(scores, F.one_hot(batch.query_y, scores.shape[-1]).to(scores.dtype))
-
-    @torch.no_grad()
-    def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
-        return self.problem.metric(self.logits(batch), batch.query_y)

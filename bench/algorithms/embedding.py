@@ -1,0 +1,53 @@
+"""The part shared by the algorithms that classify queries from episode embeddings.
+
+Prototypical, Matching and Relation Networks and MetaOptNet differ only in how they score each
+query against the support set (``scores``) and, for some, in their loss; everything else is here.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bench.algorithms.base import Algorithm, Hyperparameters, Problem
+from bench.tasks import TaskBatch
+
+
+class EmbeddingHparams(Hyperparameters):
+    lr: float = 0.001
+
+
+class EmbeddingBased(Algorithm):
+    """Embeds an episode's support and query images with the backbone's features, then scores the queries.
+
+    Support and query images of an episode are embedded in one pass, so batch norm uses the
+    episode's statistics (transductive). Subclasses implement ``scores`` and may add modules in
+    ``build_head``; all parameters are trained by Adam at ``lr`` on the query loss.
+    """
+
+    task_types = frozenset({"classification"})
+
+    def __init__(self, hparams: EmbeddingHparams, problem: Problem, generator: torch.Generator) -> None:
+        super().__init__(hparams, problem, generator)
+        self.backbone = problem.build_backbone(generator)
+        self.build_head(generator)
+        self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.lr)
+
+    def build_head(self, generator: torch.Generator) -> None:
+        """Create any parameters besides the backbone's (drawn from ``generator``)."""
+
+    def scores(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
+        """(B, n_support, d) support embeddings with (B, n_support) labels, (B, n_query, d) queries -> (B, n_query, ways)."""
+        raise NotImplementedError
+
+    def logits(self, batch: TaskBatch) -> torch.Tensor:
+        n_support = batch.support_x.shape[1]
+        embeddings = self.backbone.features(self.backbone.params(), torch.cat([batch.support_x, batch.query_x], 1))
+        ways = int(batch.support_y.max()) + 1
+        return self.scores(embeddings[:, :n_support], batch.support_y, embeddings[:, n_support:], ways)
+
+    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
+        return self.problem.loss(self.logits(batch), batch.query_y).mean()
+
+    @torch.no_grad()
+    def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
+        return self.problem.metric(self.logits(batch), batch.query_y)
