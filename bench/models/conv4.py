@@ -44,7 +44,9 @@ class Conv4(nn.Module):
     def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
         """(B, n, C, H, W) -> (B, n, feature_dim)."""
         tasks, n = x.shape[:2]
-        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])
+        # channels_last: oneDNN's convolutions with few input channels (the first layer) ran 1.3-2x
+        # faster in it on this CPU (measured); only the memory layout changes.
+        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:]).contiguous(memory_format=torch.channels_last)
 
         def per_task(name: str, shape: tuple[int, ...]) -> torch.Tensor:
             value = params[name]
