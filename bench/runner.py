@@ -81,6 +81,7 @@ class RunPlan:
     device: torch.device
     results_dir: Path
     skipped: dict[str, str]
+    episodes: Episodes | None = None  # built while planning, so impossible episode shapes fail there
 
 
 def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[type[Algorithm]], dict[str, str]]:
@@ -146,7 +147,18 @@ def plan_run(
         from bench.datasets import check_available
 
         check_available(suite)
-    return RunPlan(suite, tuple(runs), resolve_device(device), results_path, skipped)
+    resolved = resolve_device(device)
+    try:
+        episodes = Episodes(suite, resolved)
+    except ValueError as exc:  # an episode shape the data cannot supply
+        shape = suite.episode_shape
+        raise BenchError(
+            f"suite {suite.name!r} cannot make its episodes: {exc} (test episodes: {shape['eval']['ways']} ways, "
+            f"{shape['eval']['shots']} shots, {shape['eval']['queries']} queries; training: {shape['train']['ways']}, "
+            f"{shape['train']['shots']}, {shape['train']['queries']}); lower them with --set suite.ways=N, "
+            "suite.shots=N, suite.queries=N (or suite.train_ways/train_shots/train_queries)"
+        ) from None
+    return RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes)
 
 
 class Episodes:
@@ -353,7 +365,7 @@ def execute(plan: RunPlan, progress: bool = True) -> list[dict[str, Any]]:
         torch.backends.cudnn.benchmark = False
     for name, why in plan.skipped.items():
         log.info("not running %s: %s", name, why)
-    episodes = Episodes(plan.suite, plan.device)
+    episodes = plan.episodes or Episodes(plan.suite, plan.device)
     results = []
     for number, run in enumerate(plan.runs, 1):
         log.info("[%d/%d] %s on %s (%s tier), seed %d", number, len(plan.runs), run.algorithm.name,

@@ -98,3 +98,19 @@ def test_a_split_pattern_that_matches_nothing():
     characters = ["Latin/character01"]
     with pytest.raises(BenchError, match="'Klingon' matches no character"):
         omniglot.split_classes(config.model_copy(update={"split": {"train": ("Klingon",)}}), characters)
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    (["suite.shots=10"], "classes have 20 examples, fewer than shots + queries = 25"),
+    (["suite.ways=700"], "split 'val' has 688 classes, fewer than 700 ways"),
+])
+def test_impossible_ways_or_shots_stop_the_run_before_any_work(tmp_path, capsys, settings, message):
+    from bench.cli import main
+
+    args = [f"--set={s}" for s in settings]
+    code = main(["-q", "run", "omniglot-5w1s", "--tier", "smoke", "--algorithms", "protonet",
+                 "--results-dir", str(tmp_path / "results"), *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: suite 'omniglot-5w1s' cannot make its episodes")
+    assert message in err and "--set suite.ways=N" in err and err.count("\n") == 1
+    assert not list(tmp_path.rglob("*.json"))
