@@ -21,7 +21,7 @@ from bench.config import Suite, load_suite
 from bench.errors import BenchError
 
 COLUMNS = ["rank", "algorithm", "family", "mean", "ci95", "seed_std", "n_seeds", "seeds", "n_episodes", "test_steps",
-           "meta_train_tasks_per_s", "test_tasks_per_s", "peak_mem_mb", "wall_time_s", "published"]
+           "meta_train_tasks_per_s", "test_tasks_per_s", "data_share", "peak_mem_mb", "wall_time_s", "published"]
 
 
 def _published(suite: Suite | None, algorithm: str, protocol: dict[str, Any]) -> str:
@@ -59,6 +59,7 @@ def records_frame(results_dir: Path, suite_name: str) -> pd.DataFrame:
             "metric": record["metric"]["name"],
             "meta_train_tasks_per_s": record["timing"]["meta_train_tasks_per_s"],
             "test_tasks_per_s": record["timing"]["test_tasks_per_s"],
+            "data_share": record["timing"].get("data_share") if record["timing"].get("data_share") is not None else math.nan,
             "peak_mem_mb": record["memory"]["peak_mb"],
             "wall_time_s": record["timing"]["wall_time_s"],
             "path": record["_path"],
@@ -96,6 +97,7 @@ def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = No
             test_steps=("test_steps", "first"),
             meta_train_tasks_per_s=("meta_train_tasks_per_s", "mean"),
             test_tasks_per_s=("test_tasks_per_s", "mean"),
+            data_share=("data_share", "mean"),
             peak_mem_mb=("peak_mem_mb", "max"),
             wall_time_s=("wall_time_s", "mean"),
         ).reset_index()
@@ -121,13 +123,34 @@ def _markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _data_summary(data: dict[str, Any], model: dict[str, Any]) -> str:
+    """Image size, preprocessing and backbone, e.g. '28x28 lanczos, strokes 1, Conv-4-64'."""
+    parts = []
+    if "image_size" in data:
+        parts.append(f"{data['image_size']}x{data['image_size']} {data.get('resize_filter', '')}".strip())
+    if "strokes" in data:
+        parts.append(f"strokes {data['strokes']}")
+    if data.get("mean") is not None:
+        parts.append("mean/std normalised")
+    backbone = {"conv4": lambda m: f"Conv-4-{m['filters']}", "resnet12": lambda m: "ResNet-12",
+                "mlp": lambda m: "MLP " + "-".join(str(w) for w in m["hidden"])}
+    parts.append(backbone.get(model.get("kind"), lambda m: str(m.get("kind")))(model))
+    return ", ".join(parts)
+
+
 def _title(description: dict[str, Any]) -> str:
     protocol = description["protocol"]
     better = "lower is better" if description["lower_is_better"] else "higher is better"
+    if protocol.get("ways") is not None:
+        episodes = (f"test {protocol['ways']}-way {protocol['shots']}-shot, {protocol['queries']} queries per class; "
+                    f"train {protocol['train_ways']}-way {protocol['train_shots']}-shot, {protocol['train_queries']} queries; "
+                    f"batch norm {protocol['batch_norm']}")
+    else:
+        episodes = f"{protocol['shots']} shots, {protocol['queries']} queries"
     return (f"{description['suite']} v{description['suite_version']}, {description['tier']} tier, "
-            f"protocol {description['protocol_hash']}: {description['metric']} ({better}), "
-            f"{protocol['shots']} shots, {protocol['queries']} queries, {protocol['test_tasks']} test tasks, "
-            f"{protocol['test_inner_steps']} test inner steps")
+            f"protocol {description['protocol_hash']}: {description['metric']} ({better}), {episodes}, "
+            f"{protocol['test_tasks']} test episodes, {protocol['test_inner_steps']} test inner steps, "
+            f"{_data_summary(protocol.get('data', {}), protocol.get('model', {}))}")
 
 
 def render(tables: list[tuple[dict[str, Any], pd.DataFrame]], fmt: str = "table") -> str:
