@@ -76,12 +76,15 @@ def _list(args: argparse.Namespace) -> int:
     if args.format == "json":
         print(json.dumps({"suites": suites, "algorithms": algorithms}, indent=1))
         return 0
+    name_width = max(len(item["name"]) for item in (*suites, *algorithms))
+    family_width = max(len(a["family"]) for a in algorithms)
     print("Suites:")
     for s in suites:
-        print(f"  {s['name']:<14} {s['task_type']:<15} tiers: {', '.join(s['tiers'])}  {s['description']}")
+        print(f"  {s['name']:<{name_width}}  {s['task_type']:<{family_width}}  tiers: {', '.join(s['tiers'])}  {s['description']}")
     print("Algorithms:")
+    types_width = max(len(", ".join(a["task_types"])) for a in algorithms)
     for a in algorithms:
-        print(f"  {a['name']:<14} {a['family']:<15} {', '.join(a['task_types']):<15} {a['summary']}")
+        print(f"  {a['name']:<{name_width}}  {a['family']:<{family_width}}  {', '.join(a['task_types']):<{types_width}}  {a['summary']}")
     return 0
 
 
