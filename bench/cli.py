@@ -80,11 +80,13 @@ def _list(args: argparse.Namespace) -> int:
     family_width = max(len(a["family"]) for a in algorithms)
     print("Suites:")
     for s in suites:
-        print(f"  {s['name']:<{name_width}}  {s['task_type']:<{family_width}}  tiers: {', '.join(s['tiers'])}  {s['description']}")
+        tiers = ", ".join(s["tiers"])
+        print(f"  {s['name']:<{name_width}}  {s['task_type']:<{family_width}}  tiers: {tiers}  {s['description']}")
     print("Algorithms:")
     types_width = max(len(", ".join(a["task_types"])) for a in algorithms)
     for a in algorithms:
-        print(f"  {a['name']:<{name_width}}  {a['family']:<{family_width}}  {', '.join(a['task_types']):<{types_width}}  {a['summary']}")
+        types = ", ".join(a["task_types"])
+        print(f"  {a['name']:<{name_width}}  {a['family']:<{family_width}}  {types:<{types_width}}  {a['summary']}")
     return 0
 
 

@@ -246,7 +246,11 @@ class Suite(StrictModel):
     train_ways: int | None = Field(default=None, ge=2, description="classes per training task (default: ways)")
     train_shots: int | None = Field(default=None, ge=1, description="default: shots")
     train_queries: int | None = Field(default=None, ge=1, description="default: queries")
-    batch_norm: Literal["none", "transductive", "inductive"] = "none"
+    batch_norm: Literal["none", "transductive", "inductive"] = Field(
+        default="none",
+        description="transductive: statistics of each episode's support and query images together (MAML's code); "
+                    "inductive: of its support set only, so no query's prediction depends on another query "
+                    "(MetaBN, Bronskill et al. 2020); none: a network without batch norm")
     meta_batch_size: int = Field(ge=1)
     meta_iterations: int = Field(ge=1)
     val_every: int = Field(ge=1)
@@ -283,11 +287,6 @@ class Suite(StrictModel):
             raise ValueError("ways, train_ways, train_shots and train_queries apply to classification suites only")
         if (self.model.kind in ("conv4", "resnet12")) != (self.batch_norm != "none"):
             raise ValueError("batch_norm must be 'transductive' or 'inductive' for a network with batch norm, else 'none'")
-        if self.batch_norm == "inductive":
-            # Accepting it while the backbones normalise with episode statistics would mix the two
-            # modes silently under one label.
-            raise ValueError("batch_norm 'inductive' is not implemented by bench's backbones yet (they normalise with "
-                             "each episode's batch statistics); use 'transductive' and compare only with transductive numbers")
         return self
 
     @property

@@ -92,7 +92,9 @@ def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[
         for name in requested:
             algorithm = ALGORITHMS.get(name)
             if not algorithm.applies_to(suite):
-                hint = ("; is learn2learn installed?" if name.endswith(".l2l")
+                no_inductive = suite.batch_norm == "inductive" and not algorithm.inductive_batch_norm
+                hint = ("; it has no inductive batch-norm mode" if no_inductive
+                        else "; is learn2learn installed?" if name.endswith(".l2l")
                         else f"; not with a {suite.model.kind} model" if suite.task_type in algorithm.task_types else "")
                 raise BenchError(
                     f"algorithm {name!r} does not apply to suite {suite.name!r} "
@@ -107,6 +109,8 @@ def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[
             skipped[name] = "excluded by the suite"
         elif suite.task_type not in algorithm.task_types:
             skipped[name] = f"supports {', '.join(sorted(algorithm.task_types))}, not {suite.task_type}"
+        elif suite.batch_norm == "inductive" and not algorithm.inductive_batch_norm:
+            skipped[name] = "has no inductive batch-norm mode"
         elif not algorithm.applies_to(suite):
             skipped[name] = ("not available here (learn2learn is not installed)" if name.endswith(".l2l")
                              else f"does not apply to a {suite.model.kind} model")

@@ -104,14 +104,6 @@ def test_include_cycle_is_an_error(tmp_path):
         load_suite(str(tmp_path / "a.yaml"))
 
 
-def test_inductive_batch_norm_is_refused_rather_than_run_transductively(tmp_path):
-    from tests.conftest import ROOT
-
-    text = (ROOT / "suites" / "omniglot-5w1s.yaml").read_text().replace("batch_norm: transductive", "batch_norm: inductive")
-    with pytest.raises(BenchError, match=r"batch_norm 'inductive' is not implemented .* use 'transductive'"):
-        load_suite(str(write(tmp_path, text)))
-
-
 @pytest.mark.parametrize(("name", "ways", "shots"), [("omniglot-5w1s", 5, 1), ("omniglot-5w5s", 5, 5),
                                                      ("omniglot-20w1s", 20, 1), ("omniglot-20w5s", 20, 5)])
 def test_omniglot_variants_share_the_split_and_differ_in_ways_and_shots(name, ways, shots):

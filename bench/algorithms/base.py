@@ -102,6 +102,8 @@ class Algorithm(nn.Module):
     family: ClassVar[str]
     task_types: ClassVar[frozenset[str]] = frozenset({"regression"})
     Hparams: ClassVar[type[Hyperparameters]] = Hyperparameters
+    # Whether the algorithm can normalise with support-set statistics only (suite batch_norm: inductive).
+    inductive_batch_norm: ClassVar[bool] = True
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__()
@@ -124,13 +126,25 @@ class Algorithm(nn.Module):
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         raise NotImplementedError
 
+    @property
+    def inductive(self) -> bool:
+        """Inductive batch norm: each task's support set gives the statistics, so no query sees the others."""
+        return self.problem.suite.batch_norm == "inductive"
+
+    def embed_episode(self, params: dict[str, torch.Tensor], batch: TaskBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Support and query features of each task, embedded in one pass: (B, n_support, d), (B, n_query, d)."""
+        n_support = batch.support_x.shape[1]
+        features = self.backbone.features(params, torch.cat([batch.support_x, batch.query_x], 1),
+                                          stats_from=n_support if self.inductive else None)
+        return features[:, :n_support], features[:, n_support:]
+
     def evaluation_steps(self, protocol_steps: int) -> int:
         """Inner steps this algorithm adapts with at validation and test time (recorded)."""
         return protocol_steps
 
     @classmethod
     def applies_to(cls, suite: Suite) -> bool:
-        return suite.task_type in cls.task_types
+        return suite.task_type in cls.task_types and (suite.batch_norm != "inductive" or cls.inductive_batch_norm)
 
     @classmethod
     def summary(cls) -> str:

@@ -44,8 +44,8 @@ class Baseline(Algorithm):
     labels them by their class in the training split (``TaskBatch.support_classes``); the paper
     uses ordinary mini-batches of the training classes. Test tasks adapt as in the paper: the
     features are computed once (support and query images of an episode together, so batch norm
-    uses the episode's statistics), then a new classifier is trained on the support features for
-    ``finetune_steps`` steps of SGD with the reference code's momentum and weight decay. The steps
+    uses the episode's statistics; inductive: its support set's), then a new classifier is trained
+    on the support features for ``finetune_steps`` steps of SGD with the reference code's momentum and weight decay. The steps
     are full-batch (the reference code takes mini-batches of 4 in shuffled order for 100 epochs),
     all tasks at once, each from the same initial classifier, drawn at construction as
     ``nn.Linear`` draws it.
@@ -91,10 +91,9 @@ class Baseline(Algorithm):
         return self.hparams.finetune_steps
 
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
-        n_support, tasks = batch.support_x.shape[1], len(batch)
+        tasks = len(batch)
         with torch.no_grad():
-            features = self.backbone.features(self.backbone.params(), torch.cat([batch.support_x, batch.query_x], 1))
-        support, query = features[:, :n_support], features[:, n_support:]
+            support, query = self.embed_episode(self.backbone.params(), batch)
         # One classifier per task (a leading task dimension): the summed loss gives each task its
         # own gradient, and SGD's momentum and weight decay act elementwise, so tasks stay independent.
         weight = self.finetune_weight.expand(tasks, -1, -1).clone().requires_grad_()

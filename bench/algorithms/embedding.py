@@ -17,10 +17,10 @@ class EmbeddingHparams(Hyperparameters):
 
 
 class EmbeddingBased(Algorithm):
-    """Embeds an episode's support and query images with the backbone's features, then scores the queries.
+    """Embeds an episode's support and query images with the backbone's features, then scores queries.
 
-    Support and query images of an episode are embedded in one pass, so batch norm uses the
-    episode's statistics (transductive). Subclasses implement ``scores`` and may add modules in
+    Support and query images of an episode are embedded in one pass; batch norm uses the episode's
+    statistics (transductive) or its support set's (inductive), as the suite says. Subclasses implement ``scores`` and may add modules in
     ``build_head``; all parameters are trained by Adam at ``lr`` on the query loss.
     """
 
@@ -40,10 +40,8 @@ class EmbeddingBased(Algorithm):
         raise NotImplementedError
 
     def logits(self, batch: TaskBatch) -> torch.Tensor:
-        n_support = batch.support_x.shape[1]
-        embeddings = self.backbone.features(self.backbone.params(), torch.cat([batch.support_x, batch.query_x], 1))
-        ways = int(batch.support_y.max()) + 1
-        return self.scores(embeddings[:, :n_support], batch.support_y, embeddings[:, n_support:], ways)
+        support, query = self.embed_episode(self.backbone.params(), batch)
+        return self.scores(support, batch.support_y, query, int(batch.support_y.max()) + 1)
 
     def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         return self.problem.loss(self.logits(batch), batch.query_y).mean()

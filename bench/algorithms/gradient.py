@@ -78,7 +78,12 @@ class GradientBased(Algorithm):
         return sgd_steps(support_loss, params, self.adapted_names, steps, self.inner_lr(), create_graph)
 
     def query_predictions(self, batch: TaskBatch, adapted: Params) -> torch.Tensor:
-        return self.backbone.functional(adapted, batch.query_x)
+        if not self.inductive:
+            return self.backbone.functional(adapted, batch.query_x)
+        # The support images ride along only to give the batch-norm statistics.
+        n_support = batch.support_x.shape[1]
+        x = torch.cat([batch.support_x, batch.query_x], 1)
+        return self.backbone.functional(adapted, x, stats_from=n_support)[:, n_support:]
 
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         results = []

@@ -41,6 +41,7 @@ class L2LReference(Algorithm):
     family = "gradient-based"
     task_types = frozenset({"regression", "classification"})
     Hparams = MAMLHparams
+    inductive_batch_norm = False  # learn2learn's modules normalise with the statistics of whatever they are given
 
     def __init__(self, hparams: MAMLHparams, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)

@@ -32,7 +32,8 @@ class MatchingNet(EmbeddingBased):
     The plain version, without the paper's full-context embeddings (FCE: a bidirectional LSTM over
     the support set and an attention LSTM for each query): support and query examples are both
     embedded by the backbone's features (f = g). Support and query images of an episode are
-    embedded together, so batch norm uses the episode's statistics. The loss is the cross-entropy
+    embedded together, so batch norm uses the episode's statistics (inductive: its support set's).
+    The loss is the cross-entropy
     of the label distribution.
     """
 

@@ -21,7 +21,7 @@ class ProtoNet(EmbeddingBased):
     """Prototypical Networks (Snell et al. 2017): classify a query by its squared Euclidean distance to each class's mean support embedding.
 
     The backbone's features are the embedding (its classification head is unused). Support and
-    query images of an episode are embedded together, so batch norm uses the episode's statistics.
+    query images of an episode are embedded together, so batch norm uses the episode's statistics (inductive: its support set's).
     """
 
     family = "metric-based"

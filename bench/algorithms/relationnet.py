@@ -70,6 +70,7 @@ class RelationNet(EmbeddingBased):
 
     family = "metric-based"
     Hparams = RelationNetHparams
+    inductive_batch_norm = False  # the relation module normalises over each task's (query, class) pairs
 
     def build_head(self, generator: torch.Generator) -> None:
         self.relation = RelationModule(2 * self.backbone.feature_dim, self.hparams.relation_hidden, generator)

@@ -74,8 +74,8 @@ class ResNet12(nn.Module):
     def params(self) -> Params:
         return dict(self.named_parameters())
 
-    def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """(B, n, C, H, W) -> (B, n, feature_dim)."""
+    def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
+        """(B, n, C, H, W) -> (B, n, feature_dim); batch-norm statistics over the first ``stats_from`` images (all when None)."""
         tasks, n = x.shape[:2]
         own = dict(self.named_parameters())
 
@@ -90,9 +90,9 @@ class ResNet12(nn.Module):
             return value
 
         def norm(h: torch.Tensor, name: str) -> torch.Tensor:
-            # Statistics per task and channel, over that task's n images and all positions.
+            # Statistics per task and channel, over that task's n images (or its first stats_from) and all positions.
             grouped = h.unflatten(0, (tasks, n))
-            var, mean = torch.var_mean(grouped, dim=(1, 3, 4), keepdim=True, correction=0)
+            var, mean = torch.var_mean(grouped[:, :stats_from], dim=(1, 3, 4), keepdim=True, correction=0)
             weight = shared(f"{name}.weight").view(1, 1, -1, 1, 1)
             bias = shared(f"{name}.bias").view(1, 1, -1, 1, 1)
             return ((grouped - mean) * torch.rsqrt(var + BN_EPS) * weight + bias).flatten(0, 1)
@@ -113,8 +113,8 @@ class ResNet12(nn.Module):
         weight, bias = params["head_layer.weight"], params["head_layer.bias"]
         return torch.matmul(h, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
 
-    def functional(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return self.head(params, self.features(params, x))
+    def functional(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
+        return self.head(params, self.features(params, x, stats_from))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.functional(self.params(), x)
