@@ -70,17 +70,18 @@ def test_per_task_adaptation_does_not_apply_to_resnet12():
     names = {a.name for a in chosen}
     assert {"protonet", "matchingnet", "metaoptnet.svm", "baseline"} <= names
     assert skipped["maml"] == "does not apply to a resnet12 model" and "reptile" in skipped
+    assert "anil" in names  # it adapts only the head, which may be per task
     with pytest.raises(BenchError, match="not with a resnet12 model"):
         resolve_algorithms(suite, ["maml"])
 
 
 @pytest.mark.parametrize("name", ["protonet", "matchingnet", "relationnet", "metaoptnet.ridge", "metaoptnet.svm",
-                                  "baseline", "baselinepp"])
+                                  "baseline", "baselinepp", "anil"])
 def test_metric_and_transfer_methods_train_and_evaluate_on_resnet12(name):
     suite = small_suite()
     problem = Problem(suite=suite, in_shape=(1, 28, 28), out_features=5, n_train_classes=10)
     algorithm_cls = ALGORITHMS.get(name)
-    algorithm = algorithm_cls(algorithm_cls.Hparams(), problem, generator("test", name))
+    algorithm = algorithm_cls(algorithm_cls.Hparams(**suite.algorithms.get(name, {})), problem, generator("test", name))
     gen = generator("batch")
     y = torch.arange(5).repeat_interleave(2).expand(2, -1)
     batch = TaskBatch(torch.rand(2, 10, 1, 28, 28, generator=gen), y, torch.rand(2, 10, 1, 28, 28, generator=gen), y,

@@ -51,6 +51,7 @@ class GradientBased(Algorithm):
 
     family = "gradient-based"
     task_types = frozenset({"regression", "classification"})
+    adapts_body: bool = True  # False when only the head is adapted per task
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)
@@ -60,7 +61,7 @@ class GradientBased(Algorithm):
     def applies_to(cls, suite: Suite) -> bool:
         # ResNet-12's forward takes shared body parameters only (bench/models/resnet12.py), so
         # methods that adapt parameters per task cannot run on it.
-        return super().applies_to(suite) and suite.model.kind != "resnet12"
+        return super().applies_to(suite) and (not cls.adapts_body or suite.model.kind != "resnet12")
 
     @property
     def adapted_names(self) -> tuple[str, ...]:
