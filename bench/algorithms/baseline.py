@@ -45,10 +45,10 @@ class Baseline(Algorithm):
     uses ordinary mini-batches of the training classes. Test tasks adapt as in the paper: the
     features are computed once (support and query images of an episode together, so batch norm
     uses the episode's statistics; inductive: its support set's), then a new classifier is trained
-    on the support features for ``finetune_steps`` steps of SGD with the reference code's momentum and weight decay. The steps
-    are full-batch (the reference code takes mini-batches of 4 in shuffled order for 100 epochs),
-    all tasks at once, each from the same initial classifier, drawn at construction as
-    ``nn.Linear`` draws it.
+    on the support features for ``finetune_steps`` steps of SGD with the reference code's momentum
+    and weight decay. The steps are full-batch (the reference code takes mini-batches of 4 in
+    shuffled order for 100 epochs), all tasks at once, each from the same initial classifier, drawn
+    at construction as ``nn.Linear`` draws it.
     """
 
     family = "transfer"

@@ -20,8 +20,9 @@ class EmbeddingBased(Algorithm):
     """Embeds an episode's support and query images with the backbone's features, then scores queries.
 
     Support and query images of an episode are embedded in one pass; batch norm uses the episode's
-    statistics (transductive) or its support set's (inductive), as the suite says. Subclasses implement ``scores`` and may add modules in
-    ``build_head``; all parameters are trained by Adam at ``lr`` on the query loss.
+    statistics (transductive) or its support set's (inductive), as the suite says. Subclasses
+    implement ``scores`` and may add modules in ``build_head``; all parameters are trained by Adam
+    at ``lr`` on the query loss.
     """
 
     task_types = frozenset({"classification"})

@@ -81,10 +81,8 @@ class GradientBased(Algorithm):
     def query_predictions(self, batch: TaskBatch, adapted: Params) -> torch.Tensor:
         if not self.inductive:
             return self.backbone.functional(adapted, batch.query_x)
-        # The support images ride along only to give the batch-norm statistics.
-        n_support = batch.support_x.shape[1]
-        x = torch.cat([batch.support_x, batch.query_x], 1)
-        return self.backbone.functional(adapted, x, stats_from=n_support)[:, n_support:]
+        _, query = self.embed_episode(adapted, batch)  # the support images only give the batch-norm statistics
+        return self.backbone.head(adapted, query)
 
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         results = []
