@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--results-dir", type=Path, default=Path("results"))
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a hyperparameter (maml.inner_lr=0.01) or suite field (suite.test_tasks=100)")
+                     help="override a hyperparameter (maml.inner_lr=0.01) or suite field (suite.test_tasks=100, "
+                          "suite.model.filters=32)")
+    run.add_argument("--encoder", choices=["minilm", "wordcnn"],
+                     help="text suites: the frozen sentence encoder (minilm) or a word-CNN trained from scratch (wordcnn); "
+                          "the same as --set suite.model.encoder=NAME")
 
     board = commands.add_parser("leaderboard", help="print a suite's leaderboard from stored records")
     board.add_argument("suite")
@@ -106,7 +110,8 @@ def _run(args: argparse.Namespace) -> int:
     from bench import leaderboard
     from bench.runner import execute, plan_run
 
-    plan = plan_run(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, args.overrides)
+    overrides = [*args.overrides, *([f"suite.model.encoder={args.encoder}"] if args.encoder else [])]
+    plan = plan_run(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides)
     log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
     results = execute(plan, progress=not args.quiet)
@@ -122,7 +127,12 @@ def _run(args: argparse.Namespace) -> int:
 def _leaderboard(args: argparse.Namespace) -> int:
     from bench import leaderboard
 
-    print(leaderboard.render(leaderboard.leaderboards(args.results_dir, args.suite, args.tier), args.format))
+    name = args.suite
+    if Path(name).suffix in (".yaml", ".yml"):  # a suite file outside suites/: its records are filed under its name
+        from bench.config import load_suite
+
+        name = load_suite(name).name
+    print(leaderboard.render(leaderboard.leaderboards(args.results_dir, name, args.tier), args.format))
     return 0
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError, did_you_mean
 
@@ -175,6 +175,40 @@ class MiniImageNetData(StrictModel):
         return None if self.mean is None or self.std is None else Normalization(mean=self.mean, std=self.std)
 
 
+TextFormat = Literal["bao-json", "banking77-csv", "hwu64-json", "clinc150-json", "jsonl"]
+
+
+class TextData(StrictModel):
+    """A labelled text dataset split into disjoint classes for few-shot classification.
+
+    ``files`` are read (relative to the data directory) in ``format``, and their examples pooled:
+    ``bao-json`` and ``hwu64-json`` are JSON lines ``{"raw": text, "label": int}``,
+    ``banking77-csv`` is ``text,category`` CSV, ``clinc150-json`` is ``data_full.json`` (its
+    ``train``/``val``/``test`` rows, out-of-scope rows left out), ``jsonl`` is the bring-your-own
+    format, one ``{"text": ..., "label": ...}`` object per line. Class names are the labels as
+    strings; ``split`` lists them per split (every listed class must exist, none twice).
+    """
+
+    kind: Literal["text"]
+    format: TextFormat
+    files: tuple[str, ...] = Field(min_length=1)
+    split: dict[Literal["train", "val", "test"], tuple[str, ...]]
+
+    @field_validator("split", mode="before")
+    @classmethod
+    def _labels_as_text(cls, split: Any) -> Any:
+        # Label ids (HuffPost's 0-40) are written as numbers in YAML; class names are strings.
+        if isinstance(split, dict):
+            return {k: [str(c) if isinstance(c, int) and not isinstance(c, bool) else c for c in v]
+                    if isinstance(v, (list, tuple)) else v for k, v in split.items()}
+        return split
+
+    @model_validator(mode="after")
+    def _valid_split(self) -> TextData:
+        _disjoint_split(self.split)
+        return self
+
+
 class Budget(StrictModel):
     """Fields a tier may override (training budget and evaluation size)."""
 
@@ -225,8 +259,36 @@ class ResNet12Model(StrictModel):
         return self
 
 
-DataConfig = Annotated[Union[SineData, OmniglotData, TinyImageNetData, MiniImageNetData], Field(discriminator="kind")]
-ModelConfig = Annotated[Union[MLPModel, Conv4Model, ResNet12Model], Field(discriminator="kind")]
+class TextModel(StrictModel):
+    """A sentence encoder, then trainable layers of widths ``hidden`` (ReLU) and a linear head.
+
+    ``encoder``: ``minilm``, the frozen pre-trained all-MiniLM-L6-v2 (its 384-d normalised sentence
+    embeddings are computed once per dataset and cached); or ``wordcnn``, a word-level CNN learned
+    from scratch (Kim 2014; FewRel's Proto-CNN): a word embedding of ``embedding_dim``, a 1-d
+    convolution of ``filters`` filters of width ``kernel_size`` with ReLU, and max-pooling over
+    the text, on the first ``max_tokens`` tokens, with a vocabulary of the ``vocabulary_size`` most
+    frequent words of the training classes (the rest map to an unknown-word id).
+    """
+
+    kind: Literal["text"]
+    encoder: Literal["minilm", "wordcnn"] = "minilm"
+    hidden: tuple[int, ...] = (256,)
+    embedding_dim: int = Field(default=64, ge=1)
+    filters: int = Field(default=128, ge=1)
+    kernel_size: int = Field(default=3, ge=1)
+    max_tokens: int = Field(default=48, ge=1)
+    vocabulary_size: int = Field(default=20000, ge=3)
+
+    @model_validator(mode="after")
+    def _positive_widths(self) -> TextModel:
+        if any(w < 1 for w in self.hidden):
+            raise ValueError(f"hidden widths must be >= 1, got {list(self.hidden)}")
+        return self
+
+
+DataConfig = Annotated[Union[SineData, OmniglotData, TinyImageNetData, MiniImageNetData, TextData],
+                       Field(discriminator="kind")]
+ModelConfig = Annotated[Union[MLPModel, Conv4Model, ResNet12Model, TextModel], Field(discriminator="kind")]
 
 
 class Suite(StrictModel):
@@ -285,6 +347,8 @@ class Suite(StrictModel):
             v is not None for v in (self.ways, self.train_ways, self.train_shots, self.train_queries)
         ):
             raise ValueError("ways, train_ways, train_shots and train_queries apply to classification suites only")
+        if (self.data.kind == "text") != (self.model.kind == "text"):
+            raise ValueError("a text dataset needs model kind 'text' (a sentence encoder), and model 'text' a text dataset")
         if (self.model.kind in ("conv4", "resnet12")) != (self.batch_norm != "none"):
             raise ValueError("batch_norm must be 'transductive' or 'inductive' for a network with batch norm, else 'none'")
         return self
@@ -419,6 +483,17 @@ def available_suites(suites_dir: Path = SUITES_DIR) -> list[str]:
     return sorted(p.stem for p in suites_dir.glob("*.yaml"))
 
 
+def _set_path(raw: dict[str, Any], keys: list[str], value: Any, path: Path) -> dict[str, Any]:
+    """A copy of ``raw`` with ``raw[k0][k1]... = value`` (``--set suite.model.encoder=wordcnn``)."""
+    head, *rest = keys
+    if not rest:
+        return {**raw, head: value}
+    inner = raw.get(head)
+    if not isinstance(inner, dict):
+        raise BenchError(f"--set suite.{'.'.join(keys)}: {path} has no mapping {head!r} to set {'.'.join(rest)!r} in")
+    return {**raw, head: _set_path(inner, rest, value, path)}
+
+
 def load_suite(
     name_or_path: str,
     tier: str | None = None,
@@ -428,7 +503,8 @@ def load_suite(
 ) -> Suite:
     """Read, merge, validate and resolve a suite at ``tier`` (its default tier when None).
 
-    ``overrides`` maps suite field names to values (from ``--set suite.FIELD=VALUE``); they win over
+    ``overrides`` maps suite field names, or dotted paths into them (``model.encoder``), to values
+    (from ``--set suite.FIELD=VALUE``); they win over
     the tier, which wins over the file.
     """
     path = suite_path(name_or_path, suites_dir)
@@ -443,7 +519,8 @@ def load_suite(
         tier_fields = tiers_raw[chosen]
         if isinstance(tier_fields, dict):
             raw = {**raw, **{k: v for k, v in tier_fields.items() if v is not None}}
-    raw = {**raw, **(overrides or {})}
+    for key, value in (overrides or {}).items():
+        raw = _set_path(raw, key.split("."), value, path)
     raw.update(
         tier=chosen,
         source_file=_display_path(path),

@@ -22,6 +22,36 @@ from bench.errors import BenchError
 
 COLUMNS = ["rank", "algorithm", "family", "mean", "ci95", "seed_std", "n_seeds", "seeds", "n_episodes", "test_steps",
            "meta_train_tasks_per_s", "test_tasks_per_s", "data_share", "peak_mem_mb", "wall_time_s", "published"]
+FLOOR = "centroid"  # nearest centroid on frozen sentence embeddings: the floor of the text suites
+
+
+def _without_model(protocol: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in protocol.items() if k != "model"}, sort_keys=True)
+
+
+def _floor(frame: pd.DataFrame, version: int, tier: str, protocol: dict[str, Any]) -> float | None:
+    """The floor's mean on the same episodes: a centroid record of the same suite, tier and protocol
+    except the model (the episodes of a text suite do not depend on the encoder)."""
+    if protocol.get("data", {}).get("kind") != "text":
+        return None
+    same = frame[(frame["algorithm"] == FLOOR) & (frame["suite_version"] == version) & (frame["tier"] == tier)]
+    same = same[[_without_model(json.loads(p)) == _without_model(protocol) for p in same["protocol"]]]
+    return float(same["mean"].mean()) if len(same) else None
+
+
+def _not_applicable(suite: Suite | None, protocol: dict[str, Any]) -> dict[str, str]:
+    """Registered algorithms that cannot run under this protocol, with the reason each gives."""
+    if suite is None:
+        return {}
+    from bench.algorithms import ALGORITHMS
+
+    try:
+        suite = suite.model_copy(update={"model": type(suite.model).model_validate(protocol["model"]),
+                                         "batch_norm": protocol.get("batch_norm", suite.batch_norm)})
+    except Exception:  # the records' model is not of the suite file's kind any more
+        return {}
+    return {name: reason for name in ALGORITHMS.names()
+            if (reason := ALGORITHMS.get(name).inapplicable(suite)) is not None}
 
 
 def _published(suite: Suite | None, algorithm: str, protocol: dict[str, Any]) -> str:
@@ -43,6 +73,7 @@ def records_frame(results_dir: Path, suite_name: str) -> pd.DataFrame:
         rows.append({
             "suite": record["suite"]["name"],
             "suite_version": record["suite"]["version"],
+            "suite_file": record["suite"].get("file"),
             "tier": record["suite"]["tier"],
             "protocol_hash": record["suite"]["protocol_hash"],
             "protocol": json.dumps(record["suite"]["protocol"], sort_keys=True),
@@ -77,10 +108,13 @@ def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = No
         frame = frame[frame["tier"] == tier]
         if frame.empty:
             raise BenchError(f"no completed {tier}-tier records for suite {suite_name!r} under {results_dir}")
-    try:
-        suite = load_suite(suite_name)
-    except BenchError:
-        suite = None  # records of a suite file that no longer exists still make a table
+    suite = None  # records of a suite file that no longer exists still make a table
+    for candidate in (suite_name, *frame["suite_file"].dropna().unique()):
+        try:
+            suite = load_suite(str(candidate))
+            break
+        except BenchError:
+            continue
     tables = []
     for (version, tier_name, protocol_hash), group in frame.groupby(["suite_version", "tier", "protocol_hash"], sort=True):
         newest = group.sort_values("started_at").groupby(["algorithm", "seed"], as_index=False).last()
@@ -104,11 +138,17 @@ def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = No
         table = table.sort_values("mean", ascending=lower).reset_index(drop=True)
         table.insert(0, "rank", range(1, len(table) + 1))
         table["published"] = [_published(suite, a, protocol) for a in table["algorithm"]]
+        floor = _floor(frame, version, tier_name, protocol)
+        columns = COLUMNS
+        if floor is not None:
+            table["vs_floor"] = table["mean"] - floor
+            columns = [*COLUMNS[:5], "vs_floor", *COLUMNS[5:]]
         description = {
             "suite": suite_name, "suite_version": int(version), "tier": tier_name, "protocol_hash": protocol_hash,
-            "metric": newest["metric"].iloc[0], "lower_is_better": lower, "protocol": protocol,
+            "metric": newest["metric"].iloc[0], "lower_is_better": lower, "protocol": protocol, "floor": floor,
+            "not_applicable": _not_applicable(suite, protocol),
         }
-        tables.append((description, table[COLUMNS]))
+        tables.append((description, table[columns]))
     return tables
 
 
@@ -132,10 +172,32 @@ def _data_summary(data: dict[str, Any], model: dict[str, Any]) -> str:
         parts.append(f"strokes {data['strokes']}")
     if data.get("mean") is not None:
         parts.append("mean/std normalised")
+    if data.get("kind") == "text":
+        parts.append(f"{data.get('format')} data")
     backbone = {"conv4": lambda m: f"Conv-4-{m['filters']}", "resnet12": lambda m: "ResNet-12",
-                "mlp": lambda m: "MLP " + "-".join(str(w) for w in m["hidden"])}
+                "mlp": lambda m: "MLP " + "-".join(str(w) for w in m["hidden"]),
+                "text": _text_encoder}
     parts.append(backbone.get(model.get("kind"), lambda m: str(m.get("kind")))(model))
     return ", ".join(parts)
+
+
+def _text_encoder(model: dict[str, Any]) -> str:
+    above = f" + MLP {'-'.join(str(w) for w in model['hidden'])}" if model.get("hidden") else ""
+    if model.get("encoder") == "minilm":
+        return f"encoder frozen all-MiniLM-L6-v2{above}"
+    return (f"encoder word-CNN from scratch ({model['embedding_dim']}-d words, {model['filters']} filters of width "
+            f"{model['kernel_size']}, {model['max_tokens']} tokens, vocabulary {model['vocabulary_size']}){above}")
+
+
+def _notes(description: dict[str, Any]) -> str:
+    """The floor and the algorithms that cannot run here, with why: shown under the table."""
+    lines = []
+    if description.get("floor") is not None:
+        lines.append(f"vs_floor: difference from the floor, {FLOOR} (nearest centroid on frozen all-MiniLM-L6-v2 "
+                     f"embeddings) = {description['floor']:.4g} on the same test episodes.")
+    if description.get("not_applicable"):
+        lines.append("Not applicable here: " + "; ".join(f"{n} ({why})" for n, why in description["not_applicable"].items()) + ".")
+    return "\n".join(lines)
 
 
 def _title(description: dict[str, Any]) -> str:
@@ -170,8 +232,10 @@ def render(tables: list[tuple[dict[str, Any], pd.DataFrame]], fmt: str = "table"
             for i, (d, table) in enumerate(tables)
         )
     if fmt == "markdown":
-        return "\n\n".join(f"**{_title(d)}**\n\n{_markdown(t)}" for d, t in tables)
+        return "\n\n".join(f"**{_title(d)}**\n\n{_markdown(t)}" + (f"\n\n{_notes(d)}" if _notes(d) else "")
+                           for d, t in tables)
     if fmt == "table":
         with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 60):
-            return "\n\n".join(f"{_title(d)}\n{t.to_string(index=False, float_format=lambda v: f'{v:.4g}')}" for d, t in tables)
+            return "\n\n".join(f"{_title(d)}\n{t.to_string(index=False, float_format=lambda v: f'{v:.4g}')}"
+                               + (f"\n{_notes(d)}" if _notes(d) else "") for d, t in tables)
     raise BenchError(f"unknown format {fmt!r}; use table, json, csv or markdown")

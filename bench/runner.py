@@ -48,7 +48,9 @@ class Overrides:
         algorithms: dict[str, dict[str, Any]] = {}
         for text in texts:
             key, sep, raw_value = text.partition("=")
-            owner, dot, name = key.strip().rpartition(".")
+            key = key.strip()
+            # suite.FIELD or a path into one (suite.model.encoder); ALGORITHM names may hold dots (maml.l2l).
+            owner, dot, name = ("suite", ".", key[len("suite."):]) if key.startswith("suite.") else key.rpartition(".")
             if not sep or not dot or not owner or not name:
                 raise BenchError(
                     f"--set {text!r}: expected ALGORITHM.NAME=VALUE or suite.FIELD=VALUE, e.g. --set maml.inner_lr=0.01"
@@ -58,8 +60,10 @@ class Overrides:
             except yaml.YAMLError:
                 raise BenchError(f"--set {text!r}: cannot read value {raw_value!r}") from None
             if owner == "suite":
-                if name not in SUITE_OVERRIDABLE:
-                    raise BenchError(f"--set {text!r}: suite has no field {name!r} to set; {did_you_mean(name, SUITE_OVERRIDABLE)}")
+                field_name = name.split(".")[0]
+                if field_name not in SUITE_OVERRIDABLE or not all(name.split(".")):
+                    raise BenchError(f"--set {text!r}: suite has no field {field_name!r} to set; "
+                                     f"{did_you_mean(field_name, SUITE_OVERRIDABLE)}")
                 suite[name] = value
             else:
                 ALGORITHMS.get(owner)  # raises "unknown algorithm ... did you mean"
@@ -91,31 +95,19 @@ def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[
         chosen = []
         for name in requested:
             algorithm = ALGORITHMS.get(name)
-            if not algorithm.applies_to(suite):
-                no_inductive = suite.batch_norm == "inductive" and not algorithm.inductive_batch_norm
-                hint = ("; it has no inductive batch-norm mode" if no_inductive
-                        else "; is learn2learn installed?" if name.endswith(".l2l")
-                        else f"; not with a {suite.model.kind} model" if suite.task_type in algorithm.task_types else "")
-                raise BenchError(
-                    f"algorithm {name!r} does not apply to suite {suite.name!r} "
-                    f"({suite.task_type}; {name} supports {', '.join(sorted(algorithm.task_types))}{hint})"
-                )
+            reason = algorithm.inapplicable(suite)
+            if reason is not None:
+                raise BenchError(f"algorithm {name!r} does not apply to suite {suite.name!r}: {name} {reason}")
             chosen.append(algorithm)
         return chosen, skipped
     chosen = []
     for name in ALGORITHMS.names():
         algorithm = ALGORITHMS.get(name)
-        if name in suite.exclude_algorithms:
-            skipped[name] = "excluded by the suite"
-        elif suite.task_type not in algorithm.task_types:
-            skipped[name] = f"supports {', '.join(sorted(algorithm.task_types))}, not {suite.task_type}"
-        elif suite.batch_norm == "inductive" and not algorithm.inductive_batch_norm:
-            skipped[name] = "has no inductive batch-norm mode"
-        elif not algorithm.applies_to(suite):
-            skipped[name] = ("not available here (learn2learn is not installed)" if name.endswith(".l2l")
-                             else f"does not apply to a {suite.model.kind} model")
-        else:
+        reason = "excluded by the suite" if name in suite.exclude_algorithms else algorithm.inapplicable(suite)
+        if reason is None:
             chosen.append(algorithm)
+        else:
+            skipped[name] = reason
     return chosen, skipped
 
 

@@ -143,8 +143,17 @@ class Algorithm(nn.Module):
         return protocol_steps
 
     @classmethod
+    def inapplicable(cls, suite: Suite) -> str | None:
+        """Why this algorithm cannot run on ``suite`` (shown where it is left out), or None when it can."""
+        if suite.task_type not in cls.task_types:
+            return f"supports {', '.join(sorted(cls.task_types))}, not {suite.task_type}"
+        if suite.batch_norm == "inductive" and not cls.inductive_batch_norm:
+            return "has no inductive batch-norm mode"
+        return None
+
+    @classmethod
     def applies_to(cls, suite: Suite) -> bool:
-        return suite.task_type in cls.task_types and (suite.batch_norm != "inductive" or cls.inductive_batch_norm)
+        return cls.inapplicable(suite) is None
 
     @classmethod
     def summary(cls) -> str:

@@ -58,10 +58,12 @@ class GradientBased(Algorithm):
         self.backbone = problem.build_backbone(generator)
 
     @classmethod
-    def applies_to(cls, suite: Suite) -> bool:
+    def inapplicable(cls, suite: Suite) -> str | None:
         # ResNet-12's forward takes shared body parameters only (bench/models/resnet12.py), so
         # methods that adapt parameters per task cannot run on it.
-        return super().applies_to(suite) and (not cls.adapts_body or suite.model.kind != "resnet12")
+        if cls.adapts_body and suite.model.kind == "resnet12":
+            return "adapts every layer per task, and the resnet12 backbone takes shared body parameters only"
+        return super().inapplicable(suite)
 
     @property
     def adapted_names(self) -> tuple[str, ...]:

@@ -50,8 +50,9 @@ class L2LReference(Algorithm):
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=hparams.outer_lr)
 
     @classmethod
-    def applies_to(cls, suite) -> bool:
-        return super().applies_to(suite) and learn2learn_available()
+    def inapplicable(cls, suite) -> str | None:
+        return super().inapplicable(suite) or (None if learn2learn_available() else
+                                               "not available here (learn2learn is not installed)")
 
     def wrap(self, l2l: Any, model: torch.nn.Module) -> torch.nn.Module:
         raise NotImplementedError

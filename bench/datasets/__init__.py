@@ -20,6 +20,10 @@ def check_available(suite: Suite) -> None:
         from bench.datasets.mini_imagenet import required_files as mini_files
 
         mini_files(suite.data)
+    elif suite.data.kind == "text":
+        from bench.datasets.text import required_files as text_files
+
+        text_files(suite.data)
 
 
 def load_classification_data(suite: Suite) -> tuple[ClassImages, dict[str, list[int]], Normalization | None]:

@@ -69,6 +69,22 @@ def cache_key(**inputs: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def cached_tensor(name: str, key: str, build) -> torch.Tensor:
+    """Load the tensor in ``<cache_dir>/<name>-<key>.pt``, or build it with ``build()`` and store it atomically."""
+    path = cache_dir() / f"{name}-{key}.pt"
+    if path.is_file():
+        try:
+            return torch.load(path, weights_only=True, mmap=True)
+        except Exception as exc:  # a damaged cache is rebuilt, never trusted
+            log.warning("cache %s is unreadable (%s); rebuilding it", path, exc)
+    tensor = build()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(tensor, tmp)
+    os.replace(tmp, path)
+    return tensor
+
+
 def cached(name: str, key: str, build) -> ClassImages:
     """Load ``<cache_dir>/<name>-<key>.pt``, or build it with ``build()`` and store it atomically."""
     path = cache_dir() / f"{name}-{key}.pt"
@@ -88,4 +104,4 @@ def cached(name: str, key: str, build) -> ClassImages:
     return ClassImages(data.images, data.class_names, key)
 
 
-__all__ = ["ClassImages", "cache_dir", "cache_key", "cached", "data_dir", "file_sha256", "require_files", "write_atomic"]
+__all__ = ["ClassImages", "cache_dir", "cache_key", "cached", "cached_tensor", "data_dir", "file_sha256", "require_files", "write_atomic"]

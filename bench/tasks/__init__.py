@@ -12,6 +12,10 @@ from bench.tasks.sine import SineTasks
 def make_task_source(suite: Suite, device: torch.device | None = None) -> TaskSource:
     if suite.data.kind == "sine":
         return SineTasks(suite)
+    if suite.data.kind == "text":
+        from bench.tasks.text import TextTasks
+
+        return TextTasks(suite, device or torch.device("cpu"))
     from bench.tasks.images import ImageTasks
 
     return ImageTasks(suite, device or torch.device("cpu"))

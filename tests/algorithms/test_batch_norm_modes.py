@@ -95,7 +95,7 @@ def test_algorithms_without_an_inductive_mode_say_so():
     chosen, skipped = resolve_algorithms(suite, None)
     assert skipped["relationnet"] == "has no inductive batch-norm mode"
     assert "relationnet" not in {a.name for a in chosen} and "protonet" in {a.name for a in chosen}
-    with pytest.raises(BenchError, match="does not apply .* it has no inductive batch-norm mode"):
+    with pytest.raises(BenchError, match="does not apply .* has no inductive batch-norm mode"):
         resolve_algorithms(suite, ["relationnet"])
 
 

@@ -1,0 +1,94 @@
+"""Text classifiers over a sentence encoder, with a functional forward that takes per-task parameters."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.config import TextModel
+from bench.models.init import reset_parameters_
+
+Params = dict[str, torch.Tensor]
+PAD = 0  # bench.datasets.text_features.PAD
+
+
+class TextNet(nn.Module):
+    """Encoder, then Linear+ReLU layers of widths ``hidden``, then a linear head (``head_layer``).
+
+    With ``encoder: minilm`` the inputs are the frozen sentence embeddings (B, n, 384) and only the
+    layers above them learn. With ``encoder: wordcnn`` the inputs are word ids (B, n, max_tokens),
+    PAD-padded, and the encoder learns too: word embedding, a 1-d convolution (padding keeps the
+    length), ReLU, and max-pooling over each text's own tokens (PAD positions masked).
+
+    Parameters are shared, of their usual shape, or per task with a leading task dimension B, as
+    in :class:`bench.models.MLP`: per-task convolutions run as one grouped convolution and per-task
+    embeddings as one gather, so MAML-style inner loops adapt every task at once.
+    """
+
+    def __init__(self, config: TextModel, in_shape: tuple[int, ...], out_features: int, generator: torch.Generator) -> None:
+        super().__init__()
+        self.encoder = config.encoder
+        if config.encoder == "wordcnn":
+            self.embedding = nn.Embedding(config.vocabulary_size, config.embedding_dim, padding_idx=PAD, device="meta")
+            self.conv = nn.Conv1d(config.embedding_dim, config.filters, config.kernel_size,
+                                  padding=config.kernel_size // 2, device="meta")
+            width = config.filters
+        else:
+            width = in_shape[0]
+        widths = [width, *config.hidden]
+        self.layers = nn.ModuleList(nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:]))
+        self.feature_dim = widths[-1]
+        self.head_layer = nn.Linear(self.feature_dim, out_features, device="meta")
+        self.to_empty(device="cpu")
+        reset_parameters_(self, generator)
+        self.head_names = ("head_layer.weight", "head_layer.bias")
+
+    def params(self) -> Params:
+        return dict(self.named_parameters())
+
+    def encode(self, params: Params, ids: torch.Tensor) -> torch.Tensor:
+        """Word ids (B, n, L) -> (B, n, filters): the word-CNN's max-pooled sentence vectors."""
+        # Only the longest text of the batch matters: PAD positions embed as zeros (masked below), as
+        # the convolution's own zero padding does, so cutting trailing PAD columns changes nothing.
+        length = max(int((ids != PAD).sum(-1).max()), 1)
+        ids = ids[..., :length]
+        tasks, n, _ = ids.shape
+        table = params["embedding.weight"]
+        if table.dim() == 2:
+            words = table[ids]
+        else:
+            words = table[torch.arange(tasks, device=ids.device).view(tasks, 1, 1), ids]
+        present = (ids != PAD).unsqueeze(-1)
+        words = words * present
+        weight, bias = params["conv.weight"], params["conv.bias"]
+        filters = weight.shape[-3]
+        if weight.dim() == 3:
+            weight, bias = weight.expand(tasks, *weight.shape), bias.expand(tasks, *bias.shape)
+        h = words.permute(1, 0, 3, 2).reshape(n, tasks * words.shape[-1], length)  # (n, B*E, L)
+        h = F.conv1d(h, weight.reshape(tasks * filters, *weight.shape[-2:]), bias.reshape(-1),
+                     padding=self.conv.padding, groups=tasks)
+        h = F.relu(h).view(n, tasks, filters, -1)[..., :length]
+        mask = present.squeeze(-1).transpose(0, 1).unsqueeze(2)  # (n, B, 1, L)
+        return (h * mask).amax(dim=-1).transpose(0, 1)  # after ReLU every value is >= 0, so masked zeros never win
+
+    @staticmethod
+    def _linear(params: Params, prefix: str, h: torch.Tensor) -> torch.Tensor:
+        weight, bias = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
+        return torch.matmul(h, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
+
+    def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
+        """(B, n, 384) embeddings or (B, n, L) word ids -> (B, n, feature_dim). There is no batch norm (``stats_from`` is unused)."""
+        h = self.encode(params, x) if self.encoder == "wordcnn" else x
+        for index in range(len(self.layers)):
+            h = F.relu(self._linear(params, f"layers.{index}", h))
+        return h
+
+    def head(self, params: Params, h: torch.Tensor) -> torch.Tensor:
+        return self._linear(params, "head_layer", h)
+
+    def functional(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
+        return self.head(params, self.features(params, x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.functional(self.params(), x)

@@ -1,0 +1,130 @@
+"""N-way K-shot text classification episodes over a dataset's encoder inputs, gathered on the device."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+
+import torch
+
+from bench.config import Suite, TextData, TextModel
+from bench.datasets.text import load_examples, split_members
+from bench.datasets.base import cache_key, cached_tensor
+from bench.datasets.text_features import TOKEN, build_vocabulary, sentence_embeddings, word_ids
+from bench.errors import BenchError
+from bench.seeding import derive_seed
+from bench.tasks.base import TaskBatch
+
+log = logging.getLogger(__name__)
+
+
+class TextTasks:
+    """Episode i of (split, seed): ``ways`` classes of the split, ``shots + queries`` examples of each.
+
+    Classes have different numbers of examples, so each class's example indices are a row of a
+    padded table; an episode draws, from a generator seeded by (suite, split, seed, i), the classes
+    and a random order of each class's own examples, and gathers the inputs in one indexing
+    operation. The draws do not depend on the encoder, so the frozen and the trainable encoder see
+    the same episodes. Inputs are the frozen sentence embeddings (``encoder: minilm``) or word ids
+    with a vocabulary of the training classes' texts only (``encoder: wordcnn``).
+    """
+
+    # Evaluation episodes materialised at once: 100 episodes of word ids are ~13,000 texts, whose
+    # word-CNN activations take a few hundred MB.
+    eval_chunk = 100
+
+    def __init__(self, suite: Suite, device: torch.device) -> None:
+        data, model = suite.data, suite.model
+        assert isinstance(data, TextData) and isinstance(model, TextModel)
+        self.suite_name = suite.name
+        self.shapes = suite.episode_shape
+        examples = load_examples(data)
+        splits = split_members(data, examples)
+        class_names = sorted({c for classes in splits.values() for c in classes})
+        by_class: dict[str, list[int]] = {c: [] for c in class_names}
+        for index, label in enumerate(examples.labels):
+            if label in by_class:
+                by_class[label].append(index)
+        self._check_sizes(data, splits, by_class)
+        counts = torch.tensor([len(by_class[c]) for c in class_names])
+        members = torch.full((len(class_names), int(counts.max())), -1, dtype=torch.long)
+        for row, name in enumerate(class_names):
+            members[row, : counts[row]] = torch.tensor(by_class[name])
+        position = {c: i for i, c in enumerate(class_names)}
+        self.split_classes = {s: torch.tensor([position[c] for c in cs], device=device) for s, cs in splits.items()}
+        self.n_train_classes = len(splits["train"])
+        self.counts, self.members = counts, members.to(device)
+        if model.encoder == "minilm":
+            inputs, input_key = sentence_embeddings(examples)
+        else:
+            train_rows = members[[position[c] for c in splits["train"]]].flatten()
+            train_texts = [examples.texts[i] for i in train_rows[train_rows >= 0].tolist()]
+            input_key = cache_key(dataset=examples.key, train_classes=splits["train"], tokenizer=TOKEN.pattern,
+                                  vocabulary_size=model.vocabulary_size, max_tokens=model.max_tokens)
+
+            def build() -> torch.Tensor:
+                vocabulary = build_vocabulary(train_texts, model.vocabulary_size)
+                return word_ids(examples.texts, vocabulary, model.max_tokens)
+
+            inputs = cached_tensor("text-words", input_key, build)
+        self.inputs = inputs.to(device)
+        # Episode identity: the dataset and the drawn indices (not the encoder: the draws are shared).
+        self.dataset_key = examples.key
+        self.input_key = input_key
+        self.device = device
+
+    def _check_sizes(self, data: TextData, splits: dict[str, list[str]], by_class: dict[str, list[int]]) -> None:
+        for split, classes in splits.items():
+            shape = self.shapes["train" if split == "train" else "eval"]
+            needed = shape["shots"] + shape["queries"]
+            if len(classes) < shape["ways"]:
+                raise BenchError(f"suite {self.suite_name!r}: split {split!r} has {len(classes)} classes, fewer than "
+                                 f"{shape['ways']} ways; lower ways with --set suite.ways=N (or suite.train_ways) "
+                                 "or list more classes in data.split")
+            small = [(c, len(by_class[c])) for c in classes if len(by_class[c]) < needed]
+            if small:
+                name, size = min(small, key=lambda item: item[1])
+                raise BenchError(
+                    f"suite {self.suite_name!r}: class {name!r} of split {split!r} has {size} examples in "
+                    f"{', '.join(data.files)}, fewer than shots + queries = {needed} ({len(small)} such class(es)); "
+                    "lower --set suite.shots=N / suite.queries=N (or suite.train_shots/train_queries), or drop the class")
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return tuple(self.inputs.shape[1:])
+
+    def _indices(self, split: str, seed: int, indices: range, ways: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        split_classes = self.split_classes[split].cpu()
+        counts = self.counts[split_classes]
+        width = self.members.shape[1]
+        classes = torch.empty(len(indices), ways, dtype=torch.long)
+        examples = torch.empty(len(indices), ways, k, dtype=torch.long)
+        gen = torch.Generator()
+        for row, index in enumerate(indices):
+            gen.manual_seed(derive_seed(self.suite_name, split, seed, index))
+            chosen = torch.randperm(len(split_classes), generator=gen)[:ways]
+            keys = torch.rand(ways, width, generator=gen)
+            # Positions past a class's size sort last, so the first k are a random k of its own examples.
+            keys[torch.arange(width).unsqueeze(0) >= counts[chosen].unsqueeze(1)] = 2.0
+            classes[row], examples[row] = chosen, keys.argsort(dim=1)[:, :k]
+        return classes, examples
+
+    def batch(self, split: str, seed: int, indices: range) -> TaskBatch:
+        shape = self.shapes["train" if split == "train" else "eval"]
+        ways, shots, queries = shape["ways"], shape["shots"], shape["queries"]
+        classes, positions = self._indices(split, seed, indices, ways, shots + queries)
+        identity = hashlib.sha256(self.input_key.encode() + classes.numpy().tobytes() + positions.numpy().tobytes())
+        classes, positions = classes.to(self.device), positions.to(self.device)
+        rows = self.members[self.split_classes[split][classes].unsqueeze(-1), positions]  # (B, ways, k) example ids
+        x = self.inputs[rows]  # (B, ways, k, *input_shape)
+        labels = torch.arange(ways, device=self.device).view(1, ways, 1)
+        b = len(indices)
+        return TaskBatch(
+            support_x=x[:, :, :shots].flatten(1, 2),
+            support_y=labels.expand(b, ways, shots).flatten(1),
+            query_x=x[:, :, shots:].flatten(1, 2),
+            query_y=labels.expand(b, ways, queries).flatten(1),
+            identity=identity.digest(),
+            support_classes=classes.unsqueeze(-1).expand(b, ways, shots).flatten(1),
+            query_classes=classes.unsqueeze(-1).expand(b, ways, queries).flatten(1),
+        )

@@ -1,0 +1,165 @@
+"""Text episodes: pure functions of (suite, split, seed, index), the same under both encoders, checked shapes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.config import load_suite
+from bench.datasets import text_features
+from bench.datasets.text_features import PAD, UNKNOWN
+from bench.errors import BenchError
+from bench.runner import plan_run
+from bench.tasks.text import TextTasks
+from tests.datasets.test_text import needs_text
+
+CPU = torch.device("cpu")
+SUITE = """\
+name: byo
+version: 1
+description: "a generated dataset in the documented JSONL format"
+task_type: classification
+protocol: byo-test
+data:
+  kind: text
+  format: jsonl
+  files: [{files}]
+  split:
+    train: [{train}]
+    val: [{val}]
+    test: [{test}]
+model: {{kind: text, encoder: {encoder}, hidden: [32], embedding_dim: 16, filters: 16, max_tokens: 12}}
+metric: accuracy
+ways: 3
+shots: 2
+queries: 4
+meta_batch_size: 2
+test_tasks: 30
+test_inner_steps: 3
+val_tasks: 10
+seeds: [0]
+tiers:
+  smoke: {{meta_iterations: 30, val_every: 15, test_tasks: 30, warmup_iterations: 1}}
+  standard: {{meta_iterations: 60, val_every: 30}}
+"""
+
+
+def generated_dataset(directory: Path, n_classes: int = 9, per_class: int = 12, encoder: str = "wordcnn",
+                      sizes: dict[str, int] | None = None) -> Path:
+    """Class c's texts share a keyword of their own, so a learner can separate them; returns the suite file."""
+    rows, classes = [], [f"topic{c}" for c in range(n_classes)]
+    for c, name in enumerate(classes):
+        for i in range((sizes or {}).get(name, per_class)):
+            rows.append({"text": f"note {i} about keyword{c} and more keyword{c} words {i % 3}", "label": name})
+    data = directory / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    third = n_classes // 3
+    suite = directory / "byo.yaml"
+    suite.write_text(SUITE.format(files=data, train=", ".join(classes[:third]), val=", ".join(classes[third:2 * third]),
+                                  test=", ".join(classes[2 * third:]), encoder=encoder))
+    return suite
+
+
+def test_episodes_are_a_pure_function_of_split_seed_and_index_and_draw_each_class_s_own_examples(tmp_path):
+    suite = load_suite(str(generated_dataset(tmp_path)))
+    source = TextTasks(suite, CPU)
+    whole = source.batch("test", 3, range(0, 6))
+    assert torch.equal(source.batch("test", 3, range(4, 6)).query_x, whole.query_x[4:])
+    assert not torch.equal(source.batch("test", 4, range(0, 6)).query_x, whole.query_x)
+    assert whole.support_x.shape == (6, 3 * 2, 12) and whole.query_x.shape == (6, 3 * 4, 12)
+    # The examples of an episode are distinct (training texts differ in known words; test keywords are unknown words).
+    train = source.batch("train", 0, range(6))
+    for task in range(6):
+        ids = torch.cat([train.support_x[task], train.query_x[task]])
+        assert len({tuple(r.tolist()) for r in ids}) == len(ids)
+
+
+def test_the_vocabulary_comes_from_training_classes_only(tmp_path):
+    suite = load_suite(str(generated_dataset(tmp_path)))
+    source = TextTasks(suite, CPU)
+    test = source.batch("test", 0, range(4))
+    train = source.batch("train", 0, range(4))
+    # keyword6..8 occur only in test classes: they are unknown words; keyword0..2 are in the vocabulary.
+    assert (test.query_x == UNKNOWN).any(-1).all()
+    assert not (train.query_x == UNKNOWN).any()
+    assert (test.query_x[..., -1] == PAD).all()
+
+
+def test_both_encoders_see_the_same_episodes(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    # Stand-in embeddings: the episode draws must not depend on what the inputs are.
+    monkeypatch.setattr(text_features, "_encode", lambda texts: torch.arange(len(texts) * 384.0).view(-1, 384))
+    words = TextTasks(load_suite(str(generated_dataset(tmp_path))), CPU)
+    vectors = TextTasks(load_suite(str(generated_dataset(tmp_path, encoder="minilm"))), CPU)
+    a, b = words.batch("val", 0, range(5)), vectors.batch("val", 0, range(5))
+    assert torch.equal(a.query_classes, b.query_classes)
+    # Each embedding row is the example's index times 384: recover the indices and compare with the word ids.
+    indices = (b.query_x[..., 0] / 384).long()
+    assert torch.equal(words.inputs[indices], a.query_x)
+
+
+def test_the_embedding_cache_is_reused_without_loading_the_model(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+
+    def fake_encode(texts):
+        calls.append(len(texts))
+        return torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0))
+
+    monkeypatch.setattr(text_features, "_encode", fake_encode)
+    suite = load_suite(str(generated_dataset(tmp_path, encoder="minilm")))
+    first = TextTasks(suite, CPU).inputs.clone()
+    second = TextTasks(suite, CPU).inputs
+    assert calls == [9 * 12] and torch.equal(first, second)
+    [cache] = (tmp_path / "cache").glob("text-minilm-*.pt")
+    # A changed dataset gets a new key (the old cache is not served for it).
+    (tmp_path / "data.jsonl").write_text((tmp_path / "data.jsonl").read_text().replace("note 0", "note zero"))
+    TextTasks(suite, CPU)
+    assert calls == [9 * 12, 9 * 12] and len(list((tmp_path / "cache").glob("text-minilm-*.pt"))) == 2
+
+
+def test_a_class_too_small_for_shots_plus_queries_is_named_while_planning(tmp_path):
+    suite = generated_dataset(tmp_path, sizes={"topic7": 5})
+    with pytest.raises(BenchError, match=r"class 'topic7' of split 'test' has 5 examples in .*data.jsonl, "
+                                         r"fewer than shots \+ queries = 6"):
+        plan_run(str(suite), results_dir=tmp_path / "results")
+    assert not list((tmp_path / "results").rglob("*.json"))  # nothing recorded
+    with pytest.raises(BenchError, match="split 'train' has 3 classes, fewer than 4 ways; lower ways"):
+        plan_run(str(generated_dataset(tmp_path)), results_dir=tmp_path / "results", overrides=["suite.ways=4"])
+
+
+@needs_text
+def test_huffpost_word_ids_are_cut_at_max_tokens_and_reuters_keeps_longer_texts():
+    huffpost = TextTasks(load_suite("huffpost-5w1s", overrides={"model.encoder": "wordcnn"}), CPU)
+    reuters = TextTasks(load_suite("reuters-5w1s", overrides={"model.encoder": "wordcnn"}), CPU)
+    assert huffpost.in_shape == (48,) and reuters.in_shape == (256,)
+    lengths = (huffpost.inputs != PAD).sum(1)
+    assert lengths.min() >= 1 and (lengths < 48).float().mean() > 0.99  # headlines are short
+    assert (reuters.inputs != PAD).sum(1).float().median() > 100  # news stories are long
+
+
+def test_a_jsonl_file_and_a_suite_file_are_enough_to_benchmark_a_new_dataset(tmp_path, cli, monkeypatch):
+    """The documented bring-your-own path, end to end through the CLI, with both encoders (MiniLM for real, offline)."""
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    suite = generated_dataset(tmp_path)
+    results = tmp_path / "results"
+    code, out, err = cli("run", str(suite), "--tier", "smoke", "--results-dir", str(results))
+    assert code == 0, err
+    records = [json.loads(p.read_text()) for p in sorted(results.rglob("*.json"))]
+    names = {r["algorithm"]["name"] for r in records}
+    assert {"protonet", "maml", "baseline", "metaoptnet.svm", "relationnet", "reptile"} <= names
+    assert all(r["status"] == "completed" for r in records)
+    assert all(r["suite"]["protocol"]["model"]["encoder"] == "wordcnn" for r in records)
+    assert "Not applicable here:" in out and "centroid (needs frozen sentence embeddings" in out
+    code, out, err = cli("run", str(suite), "--tier", "smoke", "--results-dir", str(results), "--encoder", "minilm",
+                         "--algorithms", "centroid,protonet")
+    assert code == 0, err
+    [floor] = [json.loads(p.read_text()) for p in results.rglob("centroid-*.json")]
+    assert floor["suite"]["protocol"]["model"]["encoder"] == "minilm" and floor["metric"]["mean"] > 100 / 3
+    # Every table of the suite is shown against the floor, the word-CNN's too (same episodes).
+    code, out, err = cli("leaderboard", str(suite), "--results-dir", str(results), "--format", "markdown")
+    assert code == 0 and out.count("vs_floor: difference from the floor") == 2
