@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--tier", help="only this tier")
     board.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
     fetch = commands.add_parser("download", help="download a dataset's official archives, checking their checksums")
-    fetch.add_argument("dataset", help="omniglot or tiny-imagenet")
+    fetch.add_argument("dataset", help="omniglot, tiny-imagenet or text")
     fetch.add_argument("--data-dir", type=Path, help="where to put them (default: $BENCH_DATA_DIR or ~/.cache/bench/data)")
     fetch.add_argument("--force", action="store_true", help="download again even if the files exist")
     return parser

@@ -1,6 +1,7 @@
 """Fetch the official dataset archives into the data directory, verifying their checksums.
 
-Each dataset module declares ``DOWNLOADS = {relative path: (official URL, "md5:..." or "sha256:...")}``.
+Each dataset module declares ``DOWNLOADS = {relative path: (official URL, "md5:..." or "sha256:...")}``;
+a URL ``archive.zip#member`` means the file is that member of the zip, and the checksum is the member's.
 A file is written under a temporary name and renamed only after its checksum matches, so an
 interrupted or corrupted download (an HTML error page, a truncated file) never looks like data.
 """
@@ -13,6 +14,7 @@ import logging
 import os
 import shutil
 import urllib.request
+import zipfile
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 DATASET_MODULES = {
     "omniglot": "bench.datasets.omniglot",
     "tiny-imagenet": "bench.datasets.tiny_imagenet",
+    "text": "bench.datasets.text",
 }
 NOT_DOWNLOADABLE = {
     "mini-imagenet": "mini-ImageNet has no official download; see the message of `python -m bench run mini-imagenet-5w1s`",
@@ -52,6 +55,7 @@ def download(dataset: str, target_dir: Path | None = None, force: bool = False) 
     """Download ``dataset``'s archives into ``target_dir`` (default: the data directory)."""
     target_dir = Path(target_dir or data_dir())
     written = []
+    fetched: dict[str, Path] = {}  # zip URL -> the downloaded archive, for files that are members of one
     for relative, (url, expected) in downloads(dataset).items():
         path = target_dir / relative
         if path.is_file() and not force:
@@ -60,20 +64,36 @@ def download(dataset: str, target_dir: Path | None = None, force: bool = False) 
             continue
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f".{path.name}.{os.getpid()}.part")
+        url, _, member = url.partition("#")
         try:
-            with urllib.request.urlopen(url, timeout=60) as response, partial.open("wb") as out:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with tqdm(total=total, unit="B", unit_scale=True, desc=path.name, disable=None) as bar:
-                    while block := response.read(1 << 20):
-                        out.write(block)
-                        bar.update(len(block))
+            if member:
+                archive = fetched.get(url) or _fetch(url, target_dir / f".{os.getpid()}.zip.part")
+                fetched[url] = archive
+                with zipfile.ZipFile(archive) as zipped, zipped.open(member) as source, partial.open("wb") as out:
+                    shutil.copyfileobj(source, out)
+            else:
+                _fetch(url, partial)
             if not checksum_matches(partial, expected):
                 raise BenchError(f"{url}: the download does not match its checksum {expected}; "
                                  f"the server may have sent an error page: try again later or fetch it by hand into {path}")
             shutil.move(partial, path)
-        except OSError as exc:
+        except (OSError, zipfile.BadZipFile, KeyError) as exc:
+            for archive in fetched.values():
+                archive.unlink(missing_ok=True)
             raise BenchError(f"{url}: download failed ({exc}); fetch it by hand into {path}") from None
         finally:
             partial.unlink(missing_ok=True)
         written.append(path)
+    for archive in fetched.values():
+        archive.unlink(missing_ok=True)
     return written
+
+
+def _fetch(url: str, out_path: Path) -> Path:
+    with urllib.request.urlopen(url, timeout=60) as response, out_path.open("wb") as out:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        with tqdm(total=total, unit="B", unit_scale=True, desc=out_path.name, disable=None) as bar:
+            while block := response.read(1 << 20):
+                out.write(block)
+                bar.update(len(block))
+    return out_path

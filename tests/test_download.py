@@ -52,3 +52,21 @@ def test_unknown_and_undownloadable_datasets():
         download.downloads("omniglott")
     with pytest.raises(BenchError, match="no official download"):
         download.downloads("mini-imagenet")
+
+
+def test_a_file_inside_a_zip_is_extracted_and_its_own_checksum_checked(tmp_path, monkeypatch):
+    import zipfile
+
+    source = tmp_path / "data.zip"
+    with zipfile.ZipFile(source, "w") as archive:
+        archive.writestr("data/huffpost.json", b'{"raw": "a", "label": 0}\n')
+        archive.writestr("data/reuters.json", b'{"raw": "b", "label": 1}\n')
+    digest = {m: hashlib.sha256(zipfile.ZipFile(source).read(f"data/{m}")).hexdigest() for m in ("huffpost.json", "reuters.json")}
+    monkeypatch.setattr("bench.datasets.text.DOWNLOADS", {
+        f"text/{m.split('.')[0]}/{m}": (f"{source.as_uri()}#data/{m}", f"sha256:{digest[m]}") for m in digest})
+    paths = download.download("text", tmp_path / "out")
+    assert [p.read_bytes() for p in paths] == [b'{"raw": "a", "label": 0}\n', b'{"raw": "b", "label": 1}\n']
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["text"]  # the fetched zip is gone
+    monkeypatch.setattr("bench.datasets.text.DOWNLOADS", {"text/x.json": (f"{source.as_uri()}#data/missing.json", "sha256:0")})
+    with pytest.raises(BenchError, match="download failed"):
+        download.download("text", tmp_path / "out2")

@@ -1,4 +1,9 @@
-"""Nearest centroid on frozen sentence embeddings: the floor of the text suites, with nothing learned."""
+"""Nearest centroid on frozen sentence embeddings: the floor of the text suites, with nothing learned.
+
+Nearest class mean: Mensink, Verbeek, Perronnin and Csurka, "Distance-Based Image Classification:
+Generalizing to New Classes at Near-Zero Cost", TPAMI 2013. https://doi.org/10.1109/TPAMI.2013.83
+Sentence embeddings: Reimers and Gurevych, "Sentence-BERT", EMNLP 2019. https://arxiv.org/abs/1908.10084
+"""
 
 from __future__ import annotations
 

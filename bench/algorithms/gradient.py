@@ -67,7 +67,9 @@ class GradientBased(Algorithm):
 
     @property
     def adapted_names(self) -> tuple[str, ...]:
-        return tuple(self.backbone.params())
+        """The parameters adapted per task: all but those the backbone keeps shared (the word-CNN's embeddings)."""
+        shared = getattr(self.backbone, "task_shared_names", ())
+        return tuple(n for n in self.backbone.params() if n not in shared)
 
     def inner_lr(self) -> float | Mapping[str, torch.Tensor]:
         return float(self.hparams.inner_lr)

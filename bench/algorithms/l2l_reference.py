@@ -51,6 +51,9 @@ class L2LReference(Algorithm):
 
     @classmethod
     def inapplicable(cls, suite) -> str | None:
+        if suite.model.kind == "text" and suite.model.encoder == "wordcnn" and not suite.model.adapt_embeddings:
+            return ("learn2learn's wrapper adapts every parameter, and this suite keeps the word embeddings shared "
+                    "across tasks (set model.adapt_embeddings: true to compare)")
         return super().inapplicable(suite) or (None if learn2learn_available() else
                                                "not available here (learn2learn is not installed)")
 

@@ -37,7 +37,7 @@ class Transfer(GradientBased):
 
     @property
     def adapted_names(self) -> tuple[str, ...]:
-        return self.backbone.head_names if self.hparams.finetune == "head" else tuple(self.backbone.params())
+        return self.backbone.head_names if self.hparams.finetune == "head" else super().adapted_names
 
     def inner_lr(self) -> float:
         return float(self.hparams.finetune_lr)

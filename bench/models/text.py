@@ -43,6 +43,8 @@ class TextNet(nn.Module):
         self.to_empty(device="cpu")
         reset_parameters_(self, generator)
         self.head_names = ("head_layer.weight", "head_layer.bias")
+        # Parameters that inner loops leave shared across tasks (meta-learned by the outer loop only).
+        self.task_shared_names = ("embedding.weight",) if self.encoder == "wordcnn" and not config.adapt_embeddings else ()
 
     def params(self) -> Params:
         return dict(self.named_parameters())

@@ -19,9 +19,7 @@ from bench.models.conv4 import Conv4
 from bench.models.resnet12 import ResNet12
 from bench.runner import resolve_algorithms
 from bench.seeding import generator
-from tests.algorithms.test_classification import synthetic_batch
-
-CLASSIFICATION = [n for n in ALGORITHMS.names() if "classification" in ALGORITHMS.get(n).task_types]
+from tests.algorithms.test_classification import CLASSIFICATION, synthetic_batch  # the image classifiers
 
 
 def omniglot(batch_norm: str):

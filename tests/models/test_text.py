@@ -51,7 +51,8 @@ def test_the_frozen_encoder_network_trains_only_the_layers_above_the_embeddings(
 @pytest.mark.parametrize("inner_steps", [1, 2])
 def test_maml_through_the_word_cnn_matches_learn2learn_in_float64(tmp_path, inner_steps):
     pytest.importorskip("learn2learn")
-    suite = load_suite(str(generated_dataset(tmp_path)), tier="smoke")
+    # learn2learn adapts every parameter: compare with the word embeddings adapted per task too.
+    suite = load_suite(str(generated_dataset(tmp_path)), tier="smoke", overrides={"model.adapt_embeddings": True})
     episodes = Episodes(suite, torch.device("cpu"))
     batch = episodes.train(seed=0, iteration=0)
     grads = {}
@@ -65,3 +66,14 @@ def test_maml_through_the_word_cnn_matches_learn2learn_in_float64(tmp_path, inne
     assert set(grads["maml"]) == set(grads["maml.l2l"])
     assert max((grads["maml"][k] - grads["maml.l2l"][k]).abs().max().item() for k in grads["maml"]) <= 1e-10
     assert grads["maml"]["embedding.weight"].abs().max() > 0  # the encoder itself is meta-learned
+
+
+def test_by_default_inner_loops_keep_the_word_embeddings_shared_and_the_outer_loop_learns_them(tmp_path):
+    suite = load_suite(str(generated_dataset(tmp_path)), tier="smoke")
+    episodes = Episodes(suite, torch.device("cpu"))
+    cls = ALGORITHMS.get("maml")
+    maml = cls(cls.Hparams(inner_lr=0.3, inner_steps=1), problem_for(suite, episodes.source), generator("shared"))
+    assert "embedding.weight" not in maml.adapted_names and "conv.weight" in maml.adapted_names
+    maml.meta_loss(episodes.train(seed=0, iteration=0)).backward()
+    assert maml.backbone.embedding.weight.grad.abs().max() > 0
+    assert not ALGORITHMS.get("maml.l2l").applies_to(suite)
