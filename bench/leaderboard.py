@@ -196,7 +196,8 @@ def _notes(description: dict[str, Any]) -> str:
         lines.append(f"vs_floor: difference from the floor, {FLOOR} (nearest centroid on frozen all-MiniLM-L6-v2 "
                      f"embeddings) = {description['floor']:.4g} on the same test episodes.")
     if description.get("not_applicable"):
-        lines.append("Not applicable here: " + "; ".join(f"{n} ({why})" for n, why in description["not_applicable"].items()) + ".")
+        reasons = "; ".join(f"{name} ({why})" for name, why in description["not_applicable"].items())
+        lines.append(f"Not applicable here: {reasons}.")
     return "\n".join(lines)
 
 

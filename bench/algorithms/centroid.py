@@ -17,7 +17,7 @@ from bench.tasks import TaskBatch
 
 @register("centroid")
 class NearestCentroid(Algorithm):
-    """Nearest centroid (the floor): classify a query by the class whose mean frozen sentence embedding is nearest; nothing is trained.
+    """Nearest centroid (the floor): a query gets the class whose mean frozen sentence embedding is nearest; nothing is trained.
 
     The embeddings are all-MiniLM-L6-v2's, normalised, so the squared Euclidean distance ranks
     classes as cosine similarity does. Every text leaderboard shows each method against this

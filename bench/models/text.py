@@ -37,7 +37,7 @@ class TextNet(nn.Module):
         else:
             width = in_shape[0]
         widths = [width, *config.hidden]
-        self.layers = nn.ModuleList(nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.feature_dim = widths[-1]
         self.head_layer = nn.Linear(self.feature_dim, out_features, device="meta")
         self.to_empty(device="cpu")
@@ -80,7 +80,7 @@ class TextNet(nn.Module):
         return torch.matmul(h, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
 
     def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
-        """(B, n, 384) embeddings or (B, n, L) word ids -> (B, n, feature_dim). There is no batch norm (``stats_from`` is unused)."""
+        """(B, n, 384) embeddings or (B, n, L) word ids -> (B, n, feature_dim); no batch norm, so ``stats_from`` is unused."""
         h = self.encode(params, x) if self.encoder == "wordcnn" else x
         for index in range(len(self.layers)):
             h = F.relu(self._linear(params, f"layers.{index}", h))

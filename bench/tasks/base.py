@@ -56,6 +56,28 @@ class TaskBatch:
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
 
 
+def classification_batch(x: torch.Tensor, classes: torch.Tensor, shots: int, identity: bytes) -> TaskBatch:
+    """Split (B, ways, shots + queries, *input_shape) examples, ordered class by class, into support and query sets.
+
+    Labels are 0..ways-1 in the order of ``classes`` (B, ways), each class's index in its split.
+    """
+    b, ways, k = x.shape[:3]
+    labels = torch.arange(ways, device=x.device).view(1, ways, 1)
+
+    def per_example(values: torch.Tensor, n: int) -> torch.Tensor:
+        return values.expand(b, ways, n).flatten(1)
+
+    return TaskBatch(
+        support_x=x[:, :, :shots].flatten(1, 2),
+        support_y=per_example(labels, shots),
+        query_x=x[:, :, shots:].flatten(1, 2),
+        query_y=per_example(labels, k - shots),
+        identity=identity,
+        support_classes=per_example(classes.unsqueeze(-1), shots),
+        query_classes=per_example(classes.unsqueeze(-1), k - shots),
+    )
+
+
 class TaskSource(Protocol):
     """Draws episodes; ``split`` is ``train``, ``val`` or ``test``.
 

@@ -9,7 +9,7 @@ import torch
 from bench.config import Suite
 from bench.datasets import load_classification_data
 from bench.seeding import derive_seed
-from bench.tasks.base import TaskBatch
+from bench.tasks.base import TaskBatch, classification_batch
 
 
 class ImageTasks:
@@ -77,14 +77,4 @@ class ImageTasks:
         x = pixels.float().div_(255).flatten(1, 2).unflatten(1, (ways, shots + queries))
         if self.mean is not None:
             x = (x - self.mean.unsqueeze(1)) / self.std.unsqueeze(1)
-        labels = torch.arange(ways, device=self.device).view(1, ways, 1)
-        b = len(indices)
-        return TaskBatch(
-            support_x=x[:, :, :shots].flatten(1, 2),
-            support_y=labels.expand(b, ways, shots).flatten(1),
-            query_x=x[:, :, shots:].flatten(1, 2),
-            query_y=labels.expand(b, ways, queries).flatten(1),
-            identity=identity.digest(),
-            support_classes=classes.unsqueeze(-1).expand(b, ways, shots).flatten(1),
-            query_classes=classes.unsqueeze(-1).expand(b, ways, queries).flatten(1),
-        )
+        return classification_batch(x, classes, shots, identity.digest())

@@ -8,12 +8,12 @@ import logging
 import torch
 
 from bench.config import Suite, TextData, TextModel
-from bench.datasets.text import load_examples, split_members
 from bench.datasets.base import cache_key, cached_tensor
+from bench.datasets.text import load_examples, split_members
 from bench.datasets.text_features import TOKEN, build_vocabulary, sentence_embeddings, word_ids
 from bench.errors import BenchError
 from bench.seeding import derive_seed
-from bench.tasks.base import TaskBatch
+from bench.tasks.base import TaskBatch, classification_batch
 
 log = logging.getLogger(__name__)
 
@@ -116,15 +116,4 @@ class TextTasks:
         identity = hashlib.sha256(self.input_key.encode() + classes.numpy().tobytes() + positions.numpy().tobytes())
         classes, positions = classes.to(self.device), positions.to(self.device)
         rows = self.members[self.split_classes[split][classes].unsqueeze(-1), positions]  # (B, ways, k) example ids
-        x = self.inputs[rows]  # (B, ways, k, *input_shape)
-        labels = torch.arange(ways, device=self.device).view(1, ways, 1)
-        b = len(indices)
-        return TaskBatch(
-            support_x=x[:, :, :shots].flatten(1, 2),
-            support_y=labels.expand(b, ways, shots).flatten(1),
-            query_x=x[:, :, shots:].flatten(1, 2),
-            query_y=labels.expand(b, ways, queries).flatten(1),
-            identity=identity.digest(),
-            support_classes=classes.unsqueeze(-1).expand(b, ways, shots).flatten(1),
-            query_classes=classes.unsqueeze(-1).expand(b, ways, queries).flatten(1),
-        )
+        return classification_batch(self.inputs[rows], classes, shots, identity.digest())
