@@ -68,8 +68,7 @@ class TextTasks:
 
             inputs = cached_tensor("text-words", input_key, build)
         self.inputs = inputs.to(device)
-        # Episode identity: the dataset and the drawn indices (not the encoder: the draws are shared).
-        self.dataset_key = examples.key
+        # An episode's identity: the key of the inputs (dataset and encoder) and the drawn indices.
         self.input_key = input_key
         self.device = device
 
