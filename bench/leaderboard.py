@@ -196,7 +196,10 @@ def _notes(description: dict[str, Any]) -> str:
         lines.append(f"vs_floor: difference from the floor, {FLOOR} (nearest centroid on frozen all-MiniLM-L6-v2 "
                      f"embeddings) = {description['floor']:.4g} on the same test episodes.")
     if description.get("not_applicable"):
-        reasons = "; ".join(f"{name} ({why})" for name, why in description["not_applicable"].items())
+        by_reason: dict[str, list[str]] = {}
+        for name, why in description["not_applicable"].items():
+            by_reason.setdefault(why, []).append(name)
+        reasons = "; ".join(f"{', '.join(names)} ({why})" for why, names in by_reason.items())
         lines.append(f"Not applicable here: {reasons}.")
     return "\n".join(lines)
 
