@@ -8,6 +8,7 @@ the preprocessing, the cache format), so a change of any of them builds a new ca
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -69,39 +70,40 @@ def cache_key(**inputs: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def cached_tensor(name: str, key: str, build) -> torch.Tensor:
-    """Load the tensor in ``<cache_dir>/<name>-<key>.pt``, or build it with ``build()`` and store it atomically."""
+def cached_file(name: str, key: str, build, encode=lambda value: value, decode=lambda stored: stored):
+    """``decode`` of what ``<cache_dir>/<name>-<key>.pt`` holds, or build it with ``build()`` and store
+    ``encode`` of it atomically. The file is memory-mapped: a run reads only the pages it touches
+    (Tiny-ImageNet's cache is 737 MB)."""
     path = cache_dir() / f"{name}-{key}.pt"
     if path.is_file():
         try:
-            return torch.load(path, weights_only=True, mmap=True)
+            return decode(torch.load(path, weights_only=True, mmap=True))
         except Exception as exc:  # a damaged cache is rebuilt, never trusted
             log.warning("cache %s is unreadable (%s); rebuilding it", path, exc)
-    tensor = build()
+    log.info("building %s once into %s", name, path)
+    value = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(tensor, tmp)
+    torch.save(encode(value), tmp)
     os.replace(tmp, path)
-    return tensor
+    return value
+
+
+def cached_tensor(name: str, key: str, build) -> torch.Tensor:
+    """The tensor cached as ``<cache_dir>/<name>-<key>.pt``, built by ``build()`` when missing or damaged."""
+    return cached_file(name, key, build)
 
 
 def cached(name: str, key: str, build) -> ClassImages:
-    """Load ``<cache_dir>/<name>-<key>.pt``, or build it with ``build()`` and store it atomically."""
-    path = cache_dir() / f"{name}-{key}.pt"
-    if path.is_file():
-        try:
-            # Memory-mapped: a run reads only the pages its episodes touch (Tiny-ImageNet's cache is 737 MB).
-            stored = torch.load(path, weights_only=True, mmap=True)
-            return ClassImages(stored["images"], tuple(stored["class_names"]), key)
-        except Exception as exc:  # a damaged cache is rebuilt, never trusted
-            log.warning("cache %s is unreadable (%s); rebuilding it", path, exc)
-    log.info("decoding %s once into %s", name, path)
-    data = build()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save({"images": data.images, "class_names": list(data.class_names)}, tmp)
-    os.replace(tmp, path)
-    return ClassImages(data.images, data.class_names, key)
+    """The images cached as ``<cache_dir>/<name>-<key>.pt``, decoded by ``build()`` when missing or damaged."""
+    return cached_file(
+        name, key, lambda: dataclasses.replace(build(), key=key),
+        encode=lambda data: {"images": data.images, "class_names": list(data.class_names)},
+        decode=lambda stored: ClassImages(stored["images"], tuple(stored["class_names"]), key),
+    )
 
 
-__all__ = ["ClassImages", "cache_dir", "cache_key", "cached", "cached_tensor", "data_dir", "file_sha256", "require_files", "write_atomic"]
+__all__ = [
+    "ClassImages", "cache_dir", "cache_key", "cached", "cached_file", "cached_tensor",
+    "data_dir", "file_sha256", "require_files", "write_atomic",
+]

@@ -9,6 +9,8 @@ from typing import Protocol
 
 import torch
 
+from bench.seeding import derive_seed
+
 
 @dataclass(frozen=True)
 class TaskBatch:
@@ -54,6 +56,32 @@ class TaskBatch:
         for tensor in self.tensors():
             digest.update(str(tuple(tensor.shape)).encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+
+
+def draw_episodes(
+    suite_name: str, split: str, seed: int, indices: range, class_sizes: torch.Tensor, width: int, ways: int, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each episode's classes (B, ways) and examples (B, ways, k), drawn on the CPU from a generator
+    seeded by (suite, split, seed, index) only.
+
+    ``class_sizes`` (n_classes,) gives each class of the split its number of examples, ``width`` >=
+    all of them the length of the random order drawn per class (the dataset's largest class): an
+    episode takes ``ways`` classes by a random permutation, and of each the first ``k`` of a random
+    order of its own examples (positions past a class's size sort last, so they are never taken).
+    """
+    beyond = torch.arange(width).unsqueeze(0) >= class_sizes.unsqueeze(1)  # (n_classes, width)
+    ragged = bool(beyond.any())
+    classes = torch.empty(len(indices), ways, dtype=torch.long)
+    examples = torch.empty(len(indices), ways, k, dtype=torch.long)
+    gen = torch.Generator()
+    for row, index in enumerate(indices):
+        gen.manual_seed(derive_seed(suite_name, split, seed, index))
+        chosen = torch.randperm(len(class_sizes), generator=gen)[:ways]
+        keys = torch.rand(ways, width, generator=gen)
+        if ragged:
+            keys[beyond[chosen]] = 2.0
+        classes[row], examples[row] = chosen, keys.argsort(dim=1)[:, :k]
+    return classes, examples
 
 
 def classification_batch(x: torch.Tensor, classes: torch.Tensor, shots: int, identity: bytes) -> TaskBatch:

@@ -8,8 +8,7 @@ import torch
 
 from bench.config import Suite
 from bench.datasets import load_classification_data
-from bench.seeding import derive_seed
-from bench.tasks.base import TaskBatch, classification_batch
+from bench.tasks.base import TaskBatch, classification_batch, draw_episodes
 
 
 class ImageTasks:
@@ -56,15 +55,8 @@ class ImageTasks:
         return tuple(self.images.shape[2:])
 
     def _indices(self, split: str, seed: int, indices: range, ways: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        n_classes = len(self.split_classes[split])
-        classes = torch.empty(len(indices), ways, dtype=torch.long)
-        examples = torch.empty(len(indices), ways, k, dtype=torch.long)
-        gen = torch.Generator()
-        for row, index in enumerate(indices):
-            gen.manual_seed(derive_seed(self.suite_name, split, seed, index))
-            classes[row] = torch.randperm(n_classes, generator=gen)[:ways]
-            examples[row] = torch.rand(ways, self.n_per_class, generator=gen).argsort(dim=1)[:, :k]
-        return classes, examples
+        sizes = torch.full((len(self.split_classes[split]),), self.n_per_class)
+        return draw_episodes(self.suite_name, split, seed, indices, sizes, self.n_per_class, ways, k)
 
     def batch(self, split: str, seed: int, indices: range) -> TaskBatch:
         shape = self.shapes["train" if split == "train" else "eval"]

@@ -12,8 +12,7 @@ from bench.datasets.base import cache_key, cached_tensor
 from bench.datasets.text import load_examples, split_members
 from bench.datasets.text_features import TOKEN, build_vocabulary, sentence_embeddings, word_ids
 from bench.errors import BenchError
-from bench.seeding import derive_seed
-from bench.tasks.base import TaskBatch, classification_batch
+from bench.tasks.base import TaskBatch, classification_batch, draw_episodes
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +52,9 @@ class TextTasks:
         position = {c: i for i, c in enumerate(class_names)}
         self.split_classes = {s: torch.tensor([position[c] for c in cs], device=device) for s, cs in splits.items()}
         self.n_train_classes = len(splits["train"])
-        self.counts, self.members = counts, members.to(device)
+        self.members = members.to(device)
+        # Class sizes per split on the CPU, where the episode indices are drawn (no device sync per batch).
+        self.split_sizes = {s: counts[[position[c] for c in cs]] for s, cs in splits.items()}
         if model.encoder == "minilm":
             inputs, input_key = sentence_embeddings(examples)
         else:
@@ -93,20 +94,7 @@ class TextTasks:
         return tuple(self.inputs.shape[1:])
 
     def _indices(self, split: str, seed: int, indices: range, ways: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        split_classes = self.split_classes[split].cpu()
-        counts = self.counts[split_classes]
-        width = self.members.shape[1]
-        classes = torch.empty(len(indices), ways, dtype=torch.long)
-        examples = torch.empty(len(indices), ways, k, dtype=torch.long)
-        gen = torch.Generator()
-        for row, index in enumerate(indices):
-            gen.manual_seed(derive_seed(self.suite_name, split, seed, index))
-            chosen = torch.randperm(len(split_classes), generator=gen)[:ways]
-            keys = torch.rand(ways, width, generator=gen)
-            # Positions past a class's size sort last, so the first k are a random k of its own examples.
-            keys[torch.arange(width).unsqueeze(0) >= counts[chosen].unsqueeze(1)] = 2.0
-            classes[row], examples[row] = chosen, keys.argsort(dim=1)[:, :k]
-        return classes, examples
+        return draw_episodes(self.suite_name, split, seed, indices, self.split_sizes[split], self.members.shape[1], ways, k)
 
     def batch(self, split: str, seed: int, indices: range) -> TaskBatch:
         shape = self.shapes["train" if split == "train" else "eval"]
