@@ -23,6 +23,16 @@ def _seeds(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {value}")
+    return value
+
+
 def _names(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
@@ -52,6 +62,26 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--encoder", choices=["minilm", "wordcnn"],
                      help="text suites: the frozen sentence encoder (minilm) or a word-CNN trained from scratch (wordcnn); "
                           "the same as --set suite.model.encoder=NAME")
+    speed = run.add_argument_group("execution (speed and memory; recorded under `execution`, the protocol is unchanged)")
+    speed.add_argument("--task-chunk", type=_positive_int, metavar="N",
+                       help="gradient-based methods: adapt N tasks of a meta-batch together (1 = per-task loop); "
+                            "default: the fastest size, measured once per device and configuration and cached")
+    speed.add_argument("--checkpoint-inner-steps", action="store_true",
+                       help="second-order methods: recompute each inner step in the backward pass instead of keeping "
+                            "its graph (memory no longer grows with the steps; about one more forward pass of time)")
+    speed.add_argument("--autocast", choices=["bf16"], help="run meta-training and evaluation under bfloat16 autocast")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the backbone's forward (first-order and non-gradient methods only)")
+
+    perf = commands.add_parser("perf", help="time our gradient-based core against learn2learn, side by side")
+    perf.add_argument("--format", choices=["table", "json"], default="table")
+    perf.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    perf.add_argument("--quick", action="store_true", help="a small configuration (meta-batch 4, Conv-4-16) for a fast check")
+    perf.add_argument("--rounds", type=_positive_int, help="interleaved timing rounds (default 3, quick 1)")
+    perf.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements (fresh processes)")
+    perf.add_argument("--results-dir", type=Path, default=Path("results"),
+                      help="the record goes to RESULTS_DIR/perf/perf-<time>.json (default: results)")
+    perf.add_argument("--no-save", action="store_true", help="print only; store no record")
 
     board = commands.add_parser("leaderboard", help="print a suite's leaderboard from stored records")
     board.add_argument("suite")
@@ -108,10 +138,14 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from bench import leaderboard
+    from bench.execution import ExecutionOptions
     from bench.runner import execute, plan_run
 
     overrides = [*args.overrides, *([f"suite.model.encoder={args.encoder}"] if args.encoder else [])]
-    plan = plan_run(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides)
+    execution = ExecutionOptions(task_chunk=args.task_chunk, checkpoint_inner_steps=args.checkpoint_inner_steps,
+                                 autocast=args.autocast, compile=args.compile)
+    plan = plan_run(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides,
+                    execution)
     log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
     results = execute(plan, progress=not args.quiet)
@@ -122,6 +156,23 @@ def _run(args: argparse.Namespace) -> int:
         print(f"error: {record['algorithm']['name']} seed {record['seeds']['training_seed']} {record['status']}: "
               f"{record['error']['type']}: {record['error']['message']} (record: {record['_path']})", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _perf(args: argparse.Namespace) -> int:
+    from bench import perf
+    from bench.environment import resolve_device
+    from bench.records import check_writable
+
+    device = resolve_device(args.device)
+    if not args.no_save:
+        check_writable(args.results_dir)
+    record = perf.run_perf(device, quick=args.quick, rounds=args.rounds, memory=not args.no_memory)
+    if not args.no_save:
+        path = args.results_dir / "perf" / f"perf-{record['created_at'].replace(':', '')}.json"
+        perf.save(record, path)
+        log.info("perf record: %s", path)
+    print(json.dumps(record["rows"], indent=1) if args.format == "json" else perf.render(record))
+    return 0
 
 
 def _leaderboard(args: argparse.Namespace) -> int:
@@ -140,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    handlers = {"list": _list, "validate": _validate, "run": _run, "leaderboard": _leaderboard,
+    handlers = {"list": _list, "validate": _validate, "run": _run, "perf": _perf, "leaderboard": _leaderboard,
                 "download": _download}
     try:
         return handlers[args.command](args)

@@ -25,6 +25,7 @@ from bench.algorithms import ALGORITHMS, Algorithm, Hyperparameters, Problem
 from bench.algorithms.base import parse_hparams
 from bench.config import SUITE_OVERRIDABLE, Suite, load_suite
 from bench.environment import environment, resolve_device
+from bench.execution import ExecutionOptions, apply_compile, autocast, choose_task_chunk
 from bench.errors import BenchError, did_you_mean
 from bench.seeding import generator
 from bench.stats import mean_ci95
@@ -86,6 +87,7 @@ class RunPlan:
     results_dir: Path
     skipped: dict[str, str]
     episodes: Episodes | None = None  # built while planning, so impossible episode shapes fail there
+    execution: ExecutionOptions = ExecutionOptions()
 
 
 def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[type[Algorithm]], dict[str, str]]:
@@ -119,8 +121,10 @@ def plan_run(
     results_dir: Path | str = "results",
     device: str = "auto",
     overrides: list[str] | tuple[str, ...] = (),
+    execution: ExecutionOptions | None = None,
 ) -> RunPlan:
     """Resolve and validate a run; raises ``BenchError`` for any bad input, having done nothing."""
+    execution = execution or ExecutionOptions()
     parsed = Overrides.parse(overrides)
     suite = load_suite(suite_name, tier=tier, overrides=parsed.suite, override_texts=parsed.texts)
     chosen, skipped = resolve_algorithms(suite, algorithms)
@@ -144,6 +148,7 @@ def plan_run(
 
         check_available(suite)
     resolved = resolve_device(device)
+    execution.check(chosen, {run.algorithm.name: run.hparams for run in runs}, resolved)
     try:
         episodes = Episodes(suite, resolved)
     except ValueError as exc:  # an episode shape the data cannot supply
@@ -154,7 +159,7 @@ def plan_run(
             f"{shape['train']['shots']}, {shape['train']['queries']}); lower them with --set suite.ways=N, "
             "suite.shots=N, suite.queries=N (or suite.train_ways/train_shots/train_queries)"
         ) from None
-    return RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes)
+    return RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes, execution)
 
 
 class Episodes:
@@ -241,6 +246,19 @@ def _base_record(plan: RunPlan, run: PlannedRun, run_id: str, episodes: Episodes
     }
 
 
+def configure_execution(algorithm: Algorithm, options: ExecutionOptions, first_batch: TaskBatch,
+                        device: torch.device) -> dict[str, Any]:
+    """Apply the execution options to a new algorithm; returns the record's ``execution`` entry."""
+    if options.compile:
+        apply_compile(algorithm)
+    if hasattr(algorithm, "checkpoint_inner_steps"):
+        algorithm.checkpoint_inner_steps = options.checkpoint_inner_steps
+    entry = options.as_record()
+    entry["checkpoint_inner_steps"] = getattr(algorithm, "checkpoint_inner_steps", None)
+    entry.update(choose_task_chunk(algorithm, first_batch, device, options))
+    return entry
+
+
 def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool = True) -> dict[str, Any]:
     """Meta-train with checkpoint selection on validation episodes, test, time, and record."""
     suite, device = plan.suite, plan.device
@@ -251,9 +269,11 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
     wall_start = time.perf_counter()
     iteration = 0
     try:
-        memory = PeakMemory(device)
         problem = problem_for(suite, episodes.source)
         algorithm = run.algorithm(run.hparams, problem, generator("suite", suite.name, "init", run.seed)).to(device)
+        record["execution"] = configure_execution(algorithm, plan.execution, episodes.train(run.seed, 0), device)
+        records.write_record(path, record)
+        memory = PeakMemory(device)  # after the task-chunk measurement, whose peak is not the run's
         train_timer, data_seconds = SegmentTimer(device), 0.0
         curve: list[dict[str, float]] = []
         sign = 1.0 if suite.lower_is_better else -1.0
@@ -270,7 +290,8 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
             data_start = time.perf_counter()
             batch = episodes.train(run.seed, iteration)
             data_seconds += time.perf_counter() - data_start if timed else 0.0
-            running_loss += algorithm.meta_train_step(batch, iteration)
+            with autocast(plan.execution, device):
+                running_loss += algorithm.meta_train_step(batch, iteration)
             if timed:
                 train_timer.stop()
             bar.update()
@@ -280,8 +301,9 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
                 running_loss.zero_()
                 if not math.isfinite(mean_loss):
                     raise FloatingPointError(f"meta-training loss is {mean_loss} at iteration {done}")
-                val_values, record["seeds"]["val_episodes"]["sha256"] = episodes.evaluate(
-                    algorithm, "val", suite.val_tasks, eval_steps)
+                with autocast(plan.execution, device):
+                    val_values, record["seeds"]["val_episodes"]["sha256"] = episodes.evaluate(
+                        algorithm, "val", suite.val_tasks, eval_steps)
                 value = val_values.mean().item()
                 # JSON has no inf or NaN: a diverged validation score is stored as null.
                 curve.append({"iteration": done, "wall_time_s": time.perf_counter() - wall_start,
@@ -293,8 +315,9 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
         algorithm.load_state_dict(best_state)
         test_timer = SegmentTimer(device)
         test_timer.start()
-        per_task, record["seeds"]["test_episodes"]["sha256"] = episodes.evaluate(
-            algorithm, "test", suite.test_tasks, eval_steps)
+        with autocast(plan.execution, device):
+            per_task, record["seeds"]["test_episodes"]["sha256"] = episodes.evaluate(
+                algorithm, "test", suite.test_tasks, eval_steps)
         test_timer.stop()
         test_seconds = test_timer.seconds()
         values = per_task.double().cpu().tolist()

@@ -8,6 +8,8 @@ the same segments.
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import resource
 import time
 from pathlib import Path
@@ -73,6 +75,10 @@ class PeakMemory:
 
     @staticmethod
     def _reset_rss_peak() -> bool:
+        # Return freed heap to the OS first, so that memory an earlier step of this process freed
+        # but glibc kept (which would count as resident now) does not inflate the new peak.
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
         try:
             Path("/proc/self/clear_refs").write_text("5")
             return True

@@ -1,17 +1,24 @@
 """The inner loop shared by the gradient-based algorithms (MAML, FOMAML, Meta-SGD, ANIL, Reptile).
 
-All tasks of a batch adapt together: the meta-parameters are expanded to one copy per task
-(a leading task dimension B), the per-task losses are summed, and one ``autograd.grad`` call then
+The tasks of a chunk adapt together: the meta-parameters are expanded to one copy per task
+(a leading task dimension), the per-task losses are summed, and one ``autograd.grad`` call then
 yields every task's own gradient, because the tasks do not interact. Second-order terms flow
 through ``create_graph=True``; first-order variants pass ``create_graph=False`` so the adapted
 parameters depend on the meta-parameters only through the identity.
+
+A meta-batch is processed ``task_chunk`` tasks at a time (``bench/execution.py`` chooses the size
+per device by measurement): each chunk's meta-loss is back-propagated before the next chunk is
+built, so one chunk's graph is alive at a time. Chunk 1 is the per-task loop; chunk B is every
+task in one grouped call. The meta-gradient is the same up to rounding for every chunk size
+(tests/algorithms/test_gradient_paths.py checks each against learn2learn in float64).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from bench.algorithms.base import Algorithm, Hyperparameters, Problem
 from bench.config import Suite
@@ -34,15 +41,31 @@ def sgd_steps(
     steps: int,
     lr: float | Mapping[str, torch.Tensor],
     create_graph: bool,
+    checkpointed: bool = False,
 ) -> Params:
-    """``steps`` gradient steps on ``names``; ``loss_fn(params)`` returns per-task losses (B,)."""
-    for _ in range(steps):
+    """``steps`` gradient steps on ``names``; ``loss_fn(params)`` returns per-task losses (B,).
+
+    ``checkpointed``: keep only each step's adapted parameters and recompute the step's graph
+    during the outer backward pass (``torch.utils.checkpoint``), so the memory of a second-order
+    meta-gradient stops growing with the number of steps; the result is the same.
+    """
+
+    def step(params: Params) -> Params:
         loss = loss_fn(params).sum()
         grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
         params = dict(params)
         for name, grad in zip(names, grads):
             step_size = lr if isinstance(lr, float) else lr[name]
             params[name] = params[name] - step_size * grad
+        return params
+
+    keys = tuple(params)
+    for _ in range(steps):
+        if checkpointed and create_graph:
+            values = checkpoint(lambda *v: tuple(step(dict(zip(keys, v))).values()), *params.values(), use_reentrant=False)
+            params = dict(zip(keys, values))
+        else:
+            params = step(params)
     return params
 
 
@@ -52,6 +75,8 @@ class GradientBased(Algorithm):
     family = "gradient-based"
     task_types = frozenset({"regression", "classification"})
     adapts_body: bool = True  # False when only the head is adapted per task
+    task_chunk: int | None = None  # tasks processed together (None: all); set from the run's execution options
+    checkpoint_inner_steps: bool = False
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)
@@ -80,7 +105,28 @@ class GradientBased(Algorithm):
         def support_loss(p: Params) -> torch.Tensor:
             return problem.loss(model.functional(p, batch.support_x), batch.support_y)
 
-        return sgd_steps(support_loss, params, self.adapted_names, steps, self.inner_lr(), create_graph)
+        return sgd_steps(support_loss, params, self.adapted_names, steps, self.inner_lr(), create_graph,
+                         self.checkpoint_inner_steps)
+
+    def task_chunks(self, batch: TaskBatch, default: int | None = None) -> Iterator[TaskBatch]:
+        size = self.task_chunk or default or len(batch)
+        for start in range(0, len(batch), size):
+            yield batch.slice(start, start + size)
+
+    def accumulate_meta_gradient(self, batch: TaskBatch) -> torch.Tensor:
+        """Add the meta-gradient of ``batch``'s mean meta-loss to ``.grad``, chunk by chunk; returns that loss."""
+        total = torch.zeros((), device=batch.query_x.device)
+        for chunk in self.task_chunks(batch):
+            loss = self.meta_loss(chunk) * (len(chunk) / len(batch))
+            loss.backward()
+            total = total + loss.detach()
+        return total
+
+    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.accumulate_meta_gradient(batch)
+        self.optimizer.step()
+        return loss
 
     def query_predictions(self, batch: TaskBatch, adapted: Params) -> torch.Tensor:
         if not self.inductive:
@@ -90,8 +136,7 @@ class GradientBased(Algorithm):
 
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         results = []
-        for start in range(0, len(batch), EVAL_CHUNK):
-            chunk = batch.slice(start, start + EVAL_CHUNK)
+        for chunk in self.task_chunks(batch, default=EVAL_CHUNK):
             meta = {k: v.detach() for k, v in self.backbone.params().items()}
             params = per_task(meta, len(chunk), self.adapted_names)
             params = {k: v.clone().requires_grad_(k in self.adapted_names) for k, v in params.items()}

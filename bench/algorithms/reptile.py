@@ -33,19 +33,24 @@ class Reptile(GradientBased):
         super().__init__(hparams, problem, generator)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.outer_lr)
 
-    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
-        x = torch.cat([batch.support_x, batch.query_x], dim=1)
-        y = torch.cat([batch.support_y, batch.query_y], dim=1)
+    def accumulate_meta_gradient(self, batch: TaskBatch) -> torch.Tensor:
         meta = {k: v.detach() for k, v in self.backbone.params().items()}
-        start = {k: v.clone().requires_grad_() for k, v in per_task(meta, len(batch)).items()}
+        adapted_sum = {k: torch.zeros_like(v) for k, v in meta.items()}
+        losses = []
+        for chunk in self.task_chunks(batch):
+            x = torch.cat([chunk.support_x, chunk.query_x], dim=1)
+            y = torch.cat([chunk.support_y, chunk.query_y], dim=1)
 
-        def task_loss(p: Params) -> torch.Tensor:
-            return self.problem.loss(self.backbone.functional(p, x), y)
+            def task_loss(p: Params) -> torch.Tensor:
+                return self.problem.loss(self.backbone.functional(p, x), y)  # noqa: B023 (used within this iteration)
 
-        adapted = sgd_steps(task_loss, start, self.adapted_names, self.hparams.inner_steps, self.hparams.inner_lr, False)
-        self.optimizer.zero_grad(set_to_none=True)
+            start = {k: v.clone().requires_grad_() for k, v in per_task(meta, len(chunk)).items()}
+            adapted = sgd_steps(task_loss, start, self.adapted_names, self.hparams.inner_steps, self.hparams.inner_lr, False)
+            for name in adapted_sum:
+                adapted_sum[name] += adapted[name].detach().sum(dim=0)
+            with torch.no_grad():
+                losses.append(task_loss(adapted))
         for name, param in self.backbone.named_parameters():
-            param.grad = param.detach() - adapted[name].detach().mean(dim=0)
-        self.optimizer.step()
-        with torch.no_grad():
-            return task_loss(adapted).mean()
+            step = param.detach() - adapted_sum[name] / len(batch)
+            param.grad = step if param.grad is None else param.grad + step
+        return torch.cat(losses).mean()

@@ -1,0 +1,497 @@
+"""``bench perf``: our gradient-based core against learn2learn, measured side by side in one run.
+
+The configuration is the Omniglot 5-way 1-shot paper tier: Conv-4 with 64 filters and max-pool,
+transductive batch norm, meta-batch 32, 15 queries per class. The learn2learn reference is what its
+examples do: ``l2l.algorithms.MAML`` around a plain ``nn.Sequential`` Conv-4, one task at a time
+(``clone``, ``adapt``, query loss, ``backward``), from the same initial weights and on the same
+episodes as ours. Timings of the implementations being compared are interleaved round by round in
+this process (medians over rounds; TRAPS.md: two runs of one benchmark here differ by up to 25%,
+so only ratios measured together mean much). Peak memory is the extra resident memory of a fresh
+process during two meta-training steps (on CUDA: max allocated), so no implementation is charged
+for another's. Gradient agreement is measured in float64 on the first tasks of the same batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bench.config import load_suite
+from bench.errors import BenchError
+from bench.execution import ExecutionOptions, autocast, choose_task_chunk
+from bench.timing import SegmentTimer
+
+log = logging.getLogger(__name__)
+
+PERF_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One implementation on one configuration."""
+
+    method: str  # maml | fomaml | protonet
+    implementation: str  # l2l | ours
+    inner_steps: int = 1
+    task_chunk: int | None = None  # ours: None = the measured choice
+    checkpoint: bool = False
+    autocast: str | None = None
+    quick: bool = False
+
+    @property
+    def first_order(self) -> bool:
+        return self.method == "fomaml"
+
+    @property
+    def label(self) -> str:
+        if self.implementation == "l2l":
+            return "learn2learn MAML (per task)"
+        parts = ["all tasks in one grouped call" if self.task_chunk == 0 else
+                 f"chunk {self.task_chunk}" if self.task_chunk else "chunk auto"]
+        if self.checkpoint:
+            parts.append("checkpointed")
+        if self.autocast:
+            parts.append(f"{self.autocast} autocast")
+        return f"bench {self.method} ({', '.join(parts)})"
+
+    @property
+    def configuration(self) -> str:
+        order = {"maml": "second order", "fomaml": "first order", "protonet": "ProtoNet"}[self.method]
+        return order if self.method == "protonet" else f"{order}, {self.inner_steps} step{'s' * (self.inner_steps > 1)}"
+
+
+def perf_suite(quick: bool):
+    """The suite whose configuration the comparisons run (the quick variant is for tests)."""
+    overrides = {"meta_batch_size": 4, "train_queries": 5, "model.filters": 16} if quick else {}
+    return load_suite("omniglot-5w1s", tier="paper", overrides=overrides)
+
+
+def plain_conv4(filters: int, ways: int) -> nn.Sequential:
+    """The max-pool Conv-4 as a learn2learn user writes it (its OmniglotCNN is a different, strided network)."""
+    layers: list[nn.Module] = []
+    for index in range(4):
+        layers += [nn.Conv2d(1 if index == 0 else filters, filters, 3, padding=1),
+                   nn.BatchNorm2d(filters, track_running_stats=False), nn.ReLU(), nn.MaxPool2d(2)]
+    return nn.Sequential(*layers, nn.Flatten(), nn.Linear(filters, ways))
+
+
+def copy_conv4_weights(source: nn.Module, target: nn.Sequential) -> None:
+    """Our Conv4's weights into ``plain_conv4``'s layers (conv and norm of block i are layers 4i and 4i+1)."""
+    params = dict(source.named_parameters())
+    with torch.no_grad():
+        for index in range(4):
+            for kind, layer in (("conv", target[4 * index]), ("norm", target[4 * index + 1])):
+                layer.weight.copy_(params[f"blocks.{index}.{kind}.weight"])
+                layer.bias.copy_(params[f"blocks.{index}.{kind}.bias"])
+        target[-1].weight.copy_(params["head_layer.weight"])
+        target[-1].bias.copy_(params["head_layer.bias"])
+
+
+def plain_name(name: str) -> str:
+    """Our Conv4 parameter name -> ``plain_conv4``'s."""
+    if name.startswith("head_layer."):
+        return f"17.{name.split('.')[-1]}"
+    _, index, kind, what = name.split(".")
+    return f"{4 * int(index) + (kind == 'norm')}.{what}"
+
+
+def batch_for(suite, device: torch.device, iteration: int = 0):
+    """A real Omniglot meta-batch when the data is there, else a seeded synthetic one of the same shape."""
+    from bench.datasets import check_available
+    from bench.runner import Episodes
+
+    try:
+        check_available(suite)
+        episodes = Episodes(suite, device)
+        return episodes, episodes.train(0, iteration), "omniglot episodes"
+    except BenchError:
+        from bench.tasks import TaskBatch
+
+        shape = suite.episode_shape["train"]
+        ways, shots, queries = shape["ways"], shape["shots"], shape["queries"]
+        generator = torch.Generator().manual_seed(iteration)
+        tasks = suite.meta_batch_size
+
+        def images(n: int) -> torch.Tensor:
+            return (torch.rand(tasks, n, 1, 28, 28, generator=generator) > 0.8).float().to(device)
+
+        def labels(n: int) -> torch.Tensor:
+            return torch.arange(ways).repeat_interleave(n).expand(tasks, -1).contiguous().to(device)
+
+        return None, TaskBatch(images(ways * shots), labels(shots), images(ways * queries), labels(queries)), "synthetic (no Omniglot data)"
+
+
+class Implementation:
+    """Builds one setting's model and runs its meta-training step."""
+
+    def __init__(self, setting: Setting, device: torch.device, batch, dtype: torch.dtype = torch.float32) -> None:
+        from bench.algorithms import ALGORITHMS
+        from bench.runner import problem_for
+        from bench.seeding import generator
+
+        self.setting, self.device = setting, device
+        self.batch = batch
+        suite = perf_suite(setting.quick)
+        hparams = dict(suite.algorithms.get("maml", {}), inner_steps=setting.inner_steps) if setting.method != "protonet" else {}
+        name = setting.method
+        algorithm_cls = ALGORITHMS.get(name)
+        hparams = {k: v for k, v in hparams.items() if k in algorithm_cls.Hparams.model_fields}
+        source = _SourceShape(tuple(batch.support_x.shape[2:]))
+        self.ours = algorithm_cls(algorithm_cls.Hparams(**hparams), problem_for(suite, source), generator("perf", "init")).to(device, dtype)
+        self.execution = ExecutionOptions(task_chunk=setting.task_chunk, checkpoint_inner_steps=setting.checkpoint,
+                                          autocast=setting.autocast)
+        self.chosen: dict[str, Any] = {}
+        if setting.implementation == "l2l":
+            from bench.algorithms.l2l_reference import import_learn2learn
+
+            l2l = import_learn2learn()
+            self.model = plain_conv4(suite.model.filters, suite.ways).to(device, dtype)
+            copy_conv4_weights(self.ours.backbone, self.model)
+            self.learner = l2l.algorithms.MAML(self.model, lr=self.ours.hparams.inner_lr, first_order=setting.first_order)
+            self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=self.ours.hparams.outer_lr)
+        else:
+            if hasattr(self.ours, "checkpoint_inner_steps"):
+                self.ours.checkpoint_inner_steps = setting.checkpoint
+
+    def choose_chunk(self) -> None:
+        if self.setting.implementation == "ours":
+            self.chosen = choose_task_chunk(self.ours, self.batch, self.device, self.execution)
+
+    def meta_gradient(self, batch) -> None:
+        """The meta-gradient of ``batch`` into ``.grad`` (no update)."""
+        if self.setting.implementation == "l2l":
+            tasks = len(batch)
+            for task in range(tasks):
+                learner = self.learner.clone()
+                for _ in range(self.setting.inner_steps):
+                    learner.adapt(F.cross_entropy(learner(batch.support_x[task]), batch.support_y[task]))
+                (F.cross_entropy(learner(batch.query_x[task]), batch.query_y[task]) / tasks).backward()
+        else:
+            with autocast(self.execution, self.device):
+                self.ours.accumulate_meta_gradient(batch) if hasattr(self.ours, "accumulate_meta_gradient") \
+                    else self.ours.meta_loss(batch).backward()
+
+    def step(self) -> None:
+        optimizer = self.optimizer if self.setting.implementation == "l2l" else self.ours.optimizer
+        optimizer.zero_grad(set_to_none=True)
+        self.meta_gradient(self.batch)
+        optimizer.step()
+
+    def gradients(self) -> dict[str, torch.Tensor]:
+        """Meta-gradients by our parameter names."""
+        if self.setting.implementation == "l2l":
+            grads = {n: p.grad for n, p in self.model.named_parameters()}
+            return {name: grads[plain_name(name)] for name in dict(self.ours.backbone.named_parameters())}
+        return {n: p.grad for n, p in self.ours.backbone.named_parameters()}
+
+
+@dataclass(frozen=True)
+class _SourceShape:
+    """What ``problem_for`` needs of a task source, without loading one."""
+
+    in_shape: tuple[int, ...]
+
+
+def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
+    """The device's float32 matmul rate, the yardstick for how much of the machine a step uses."""
+    a = torch.randn(size, size, device=device)
+    a @ a
+    times = []
+    for _ in range(repeats):
+        timer = SegmentTimer(device)
+        timer.start()
+        a @ a
+        timer.stop()
+        times.append(timer.seconds())
+    return 2 * size**3 / statistics.median(times) / 1e9
+
+
+def flops_per_task(setting: Setting, device: torch.device, batch) -> float:
+    """FLOPs of one task's meta-gradient, counted on learn2learn's per-task loop (TRAPS.md: the
+    counter over-counts grouped convolutions) for the gradient-based settings."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counted = Implementation(replace(setting, implementation="l2l") if setting.method != "protonet" else setting, device, batch.slice(0, 1))
+    with FlopCounterMode(display=False) as counter:
+        counted.meta_gradient(counted.batch)
+    return counter.get_total_flops()
+
+
+def interleaved_seconds(implementations: list[Implementation], rounds: int) -> list[list[float]]:
+    for implementation in implementations:
+        implementation.step()  # warm-up: one-time allocations and kernel selection
+    seconds: list[list[float]] = [[] for _ in implementations]
+    for _ in range(rounds):
+        for index, implementation in enumerate(implementations):
+            timer = SegmentTimer(implementation.device)
+            timer.start()
+            implementation.step()
+            timer.stop()
+            seconds[index].append(timer.seconds())
+    return seconds
+
+
+def gradient_agreement(setting: Setting, device: torch.device, batch, tasks: int) -> float:
+    """Largest |ours - learn2learn| over the meta-gradient, float64, on the first ``tasks`` tasks."""
+    sub = batch.slice(0, tasks)
+    sub = type(sub)(*(t.double() if t.is_floating_point() else t for t in sub.tensors()))
+    grads = []
+    for implementation in ("l2l", "ours"):
+        built = Implementation(replace(setting, implementation=implementation, autocast=None), device, sub, torch.float64)
+        if implementation == "ours":
+            built.ours.task_chunk = setting.task_chunk or 2
+        built.meta_gradient(sub)
+        grads.append(built.gradients())
+    if setting.autocast:  # the reduced-precision run against the float64 reference, in float32 inputs
+        built = Implementation(setting, device, batch.slice(0, tasks))
+        built.ours.task_chunk = setting.task_chunk or 2
+        built.meta_gradient(built.batch)
+        grads[1] = {k: v.double() for k, v in built.gradients().items()}
+    return max((grads[0][k] - grads[1][k]).abs().max().item() for k in grads[0])
+
+
+def _memory_child(setting: Setting, device_name: str, task_chunk: int | None, threads: int, queue) -> None:
+    from bench.timing import PeakMemory
+
+    torch.set_num_threads(threads)
+    device = torch.device(device_name)
+    _, batch, _ = batch_for(perf_suite(setting.quick), device)
+    implementation = Implementation(replace(setting, task_chunk=task_chunk or setting.task_chunk), device, batch)
+    if hasattr(implementation.ours, "task_chunk"):
+        implementation.ours.task_chunk = task_chunk
+    baseline = _resident_mb()
+    memory = PeakMemory(device)
+    baseline = min(baseline, _resident_mb())
+    for _ in range(2):
+        implementation.step()
+    queue.put(memory.peak_mb() - (0.0 if device.type == "cuda" else baseline))
+
+
+def _resident_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return math.nan
+
+
+def peak_memory_mb(setting: Setting, device: torch.device, task_chunk: int | None) -> float:
+    """Extra peak memory of two meta-training steps, in a fresh process (see the module docstring)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_memory_child, args=(setting, str(device), task_chunk, torch.get_num_threads(), queue))
+    process.start()
+    process.join()
+    if process.exitcode != 0:
+        raise RuntimeError(f"the memory measurement of {setting.label} failed (exit code {process.exitcode})")
+    return queue.get()
+
+
+@dataclass
+class Comparison:
+    """Settings timed together; the first is the reference (learn2learn) when there is one."""
+
+    title: str
+    settings: list[Setting]
+    memory: bool = True
+    agreement: bool = True
+    rows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def comparisons(quick: bool) -> list[Comparison]:
+    def s(method: str, implementation: str, **kw: Any) -> Setting:
+        return Setting(method, implementation, quick=quick, **kw)
+
+    groups = [
+        Comparison("MAML second order, 1 step", [s("maml", "l2l"), s("maml", "ours"), s("maml", "ours", task_chunk=1),
+                                                 s("maml", "ours", task_chunk=0), s("maml", "ours", autocast="bf16")]),
+        Comparison("MAML second order, 5 steps", [s("maml", "l2l", inner_steps=5), s("maml", "ours", inner_steps=5)]),
+        Comparison("first-order MAML, 1 step", [s("fomaml", "l2l"), s("fomaml", "ours")]),
+        Comparison("first-order MAML, 5 steps", [s("fomaml", "l2l", inner_steps=5), s("fomaml", "ours", inner_steps=5)]),
+        Comparison("ProtoNet", [s("protonet", "ours")], agreement=False),
+    ]
+    if quick:
+        groups = [groups[0], groups[2], groups[4]]
+    return groups
+
+
+def checkpoint_memory(quick: bool, device: torch.device, steps_list: tuple[int, ...]) -> list[dict[str, Any]]:
+    """Peak memory of second-order MAML against inner steps, with and without checkpointing (per-task chunks)."""
+    rows = []
+    for steps in steps_list:
+        for checkpointed in (False, True):
+            setting = Setting("maml", "ours", inner_steps=steps, task_chunk=1, checkpoint=checkpointed, quick=quick)
+            rows.append({"name": f"maml-so-{steps}step{'-checkpointed' if checkpointed else ''}-memory",
+                         "inner_steps": steps, "checkpointed": checkpointed,
+                         "peak_mem_mb": round(peak_memory_mb(setting, device, 1), 1)})
+    return rows
+
+
+def run_perf(device: torch.device, quick: bool = False, rounds: int | None = None, memory: bool = True,
+             checkpoint_steps: tuple[int, ...] = (1, 5, 10, 20), progress: Callable[[str], None] = log.info) -> dict[str, Any]:
+    """Every comparison; returns the perf record (``rows`` hold one object per implementation and configuration)."""
+    from bench.algorithms.l2l_reference import learn2learn_available
+    from bench.environment import environment
+
+    if not learn2learn_available():
+        raise BenchError("bench perf compares with learn2learn, which is not installed; "
+                         "run `python tools/install_learn2learn.py` (tox and .ci/run do this for you)")
+    rounds = rounds or (1 if quick else 3)
+    suite = perf_suite(quick)
+    episodes, batch, inputs = batch_for(suite, device)
+    peak = matmul_gflops(device)
+    progress(f"matmul reference: {peak:.0f} GFLOP/s float32 on {device}")
+    rows: list[dict[str, Any]] = []
+    fastest_ours: dict[str, Implementation] = {}  # per method, the measured-choice implementation (for the data share)
+    for group in comparisons(quick):
+        progress(f"{group.title}: {len(group.settings)} implementation(s), {rounds} interleaved round(s)")
+        built = []
+        for setting in group.settings:
+            implementation = Implementation(replace(setting, task_chunk=setting.task_chunk or None), device, batch)
+            if setting.task_chunk == 0:  # every task of the batch in one grouped call
+                implementation.ours.task_chunk = len(batch)
+                implementation.chosen = {"task_chunk": len(batch), "task_chunk_choice": "set (all tasks)"}
+            else:
+                implementation.choose_chunk()
+            built.append(implementation)
+            if setting.implementation == "ours" and setting.task_chunk is None and not setting.autocast:
+                fastest_ours.setdefault(setting.method, implementation)
+        seconds = interleaved_seconds(built, rounds)
+        flops = flops_per_task(group.settings[0], device, batch)
+        reference = None
+        for setting, implementation, times in zip(group.settings, built, seconds):
+            median = statistics.median(times)
+            tasks_per_s = len(batch) / median
+            chunk = implementation.chosen.get("task_chunk")
+            row = {
+                "name": f"{setting.method}-{setting.implementation}-{setting.inner_steps}step"
+                        + (f"-chunk{chunk}" if setting.task_chunk is not None else "")
+                        + ("-bf16" if setting.autocast else ""),
+                "comparison": group.title, "implementation": setting.label, "configuration": setting.configuration,
+                "method": setting.method, "inner_steps": setting.inner_steps, "task_chunk": chunk,
+                "task_chunk_choice": implementation.chosen.get("task_chunk_choice"), "autocast": setting.autocast,
+                "tasks_per_s": round(tasks_per_s, 2), "seconds_per_step": [round(t, 4) for t in times],
+                "gflops": round(flops * tasks_per_s / 1e9, 1), "share_of_matmul_peak": round(flops * tasks_per_s / 1e9 / peak, 3),
+                "speedup_vs_l2l": None, "peak_mem_mb": None, "memory_vs_l2l": None, "max_grad_diff": None,
+            }
+            if setting.implementation == "l2l":
+                reference = row
+            elif reference is not None:
+                row["speedup_vs_l2l"] = round(tasks_per_s / reference["tasks_per_s"], 2)
+            if memory and group.memory:
+                row["peak_mem_mb"] = round(peak_memory_mb(setting, device, chunk), 1)
+                if reference is not None and setting.implementation == "ours" and reference["peak_mem_mb"]:
+                    row["memory_vs_l2l"] = round(row["peak_mem_mb"] / reference["peak_mem_mb"], 2)
+            if group.agreement and setting.implementation == "ours":
+                row["max_grad_diff"] = gradient_agreement(replace(setting, task_chunk=chunk), device, batch, min(4, len(batch)))
+            progress(f"  {row['implementation']}: {row['tasks_per_s']} tasks/s"
+                     + (f", {row['speedup_vs_l2l']}x learn2learn" if row["speedup_vs_l2l"] else ""))
+            rows.append(row)
+        if group.settings[0].method == "protonet":
+            rows[-1]["test_episodes_per_s"] = round(protonet_test_rate(built[0], episodes, batch, device), 2)
+    if episodes is not None:
+        for implementation in fastest_ours.values():
+            rows.append(data_share_row(episodes, implementation, device, batch))
+    record = {
+        "perf_format": PERF_FORMAT, "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "configuration": {"suite": suite.name, "tier": suite.tier, "ways": suite.ways, "shots": suite.shots,
+                          "queries": suite.episode_shape["train"]["queries"], "meta_batch_size": suite.meta_batch_size,
+                          "model": suite.model.model_dump(mode="json"), "batch_norm": suite.batch_norm,
+                          "inputs": inputs, "quick": quick, "rounds": rounds},
+        "matmul_gflops": round(peak, 1), "environment": environment(device), "rows": rows,
+    }
+    if memory and checkpoint_steps:
+        progress(f"checkpointing: peak memory at {', '.join(map(str, checkpoint_steps))} inner steps")
+        record["checkpoint_memory"] = checkpoint_memory(quick, device, checkpoint_steps)
+    return record
+
+
+def protonet_test_rate(implementation: Implementation, episodes, batch, device: torch.device) -> float:
+    test = episodes.fixed("test", 20)[0] if episodes is not None else batch
+    algorithm = implementation.ours
+    timer = SegmentTimer(device)
+    with torch.no_grad():
+        algorithm.evaluate(test, 0)
+        timer.start()
+        algorithm.evaluate(test, 0)
+        timer.stop()
+    return len(test) / timer.seconds()
+
+
+def data_share_row(episodes, implementation: Implementation, device: torch.device, batch) -> dict[str, Any]:
+    """Share of a meta-training step spent assembling its episodes (fresh indices every iteration)."""
+    data, total = 0.0, 0.0
+    for iteration in range(1, 4):
+        start = time.perf_counter()
+        implementation.batch = episodes.train(0, iteration)
+        assembled = time.perf_counter()
+        timer = SegmentTimer(device)
+        timer.start()
+        implementation.step()
+        timer.stop()
+        data += assembled - start
+        total += assembled - start + timer.seconds()
+    implementation.batch = batch
+    return {"name": f"data-share-{implementation.setting.method}-{implementation.setting.inner_steps}step",
+            "comparison": "episode assembly",
+            "implementation": implementation.setting.label, "configuration": implementation.setting.configuration,
+            "data_share": round(data / total, 4),
+            "tasks_per_s": None, "speedup_vs_l2l": None, "peak_mem_mb": None, "max_grad_diff": None}
+
+
+def render(record: dict[str, Any]) -> str:
+    """The perf record as one Markdown table (and the checkpointing table)."""
+    def fmt(value: Any, spec: str = "") -> str:
+        if value is None:
+            return ""
+        return format(value, spec) if spec else str(value)
+
+    lines = ["| comparison | implementation | tasks/s | vs learn2learn | peak MB | memory vs l2l | GFLOP/s | share of matmul peak | max grad diff (float64) |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for row in record["rows"]:
+        if row["name"].startswith("data-share"):
+            continue
+        rate = fmt(row["tasks_per_s"])
+        if row.get("test_episodes_per_s"):
+            rate += f" (train), {row['test_episodes_per_s']} test episodes/s"
+        diff = row.get("max_grad_diff")
+        lines.append(f"| {row['comparison']} | {row['implementation']}"
+                     + (f" -> chunk {row['task_chunk']}" if row.get("task_chunk") and "auto" in row["implementation"] else "")
+                     + f" | {rate} | {fmt(row['speedup_vs_l2l'], '.2f')}{'x' if row['speedup_vs_l2l'] else ''} | "
+                     f"{fmt(row['peak_mem_mb'], '.0f')} | {fmt(row.get('memory_vs_l2l'), '.2f')} | {fmt(row.get('gflops'))} | "
+                     f"{fmt(row.get('share_of_matmul_peak'), '.0%')} | {'' if diff is None else f'{diff:.1e}'} |")
+    for row in record["rows"]:
+        if row["name"].startswith("data-share"):
+            lines.append(f"\nEpisode assembly: {row['data_share']:.2%} of meta-training step time "
+                         f"({row['implementation']}, {row['configuration']}).")
+    if record.get("checkpoint_memory"):
+        steps = sorted({r["inner_steps"] for r in record["checkpoint_memory"]})
+        by = {(r["inner_steps"], r["checkpointed"]): r["peak_mem_mb"] for r in record["checkpoint_memory"]}
+        lines += ["", "| second-order MAML, per-task chunks | " + " | ".join(f"{s} steps" for s in steps) + " |",
+                  "|---|" + "---|" * len(steps),
+                  "| peak MB, graph kept | " + " | ".join(f"{by[(s, False)]:.0f}" for s in steps) + " |",
+                  "| peak MB, inner steps checkpointed | " + " | ".join(f"{by[(s, True)]:.0f}" for s in steps) + " |"]
+    config = record["configuration"]
+    header = (f"bench perf: {config['suite']} ({config['tier']} tier) {config['ways']}-way {config['shots']}-shot, "
+              f"{config['queries']} queries per class, meta-batch {config['meta_batch_size']}, Conv-4-{config['model']['filters']}, "
+              f"{config['batch_norm']} batch norm, {config['inputs']}; {record['environment'].get('device_name')}, "
+              f"{record['environment'].get('torch')}, {torch.get_num_threads()} threads; matmul {record['matmul_gflops']} GFLOP/s; "
+              f"medians of {config['rounds']} interleaved round(s)")
+    return header + "\n\n" + "\n".join(lines)
+
+
+def save(record: dict[str, Any], path: Path) -> None:
+    from bench.records import write_atomic
+
+    write_atomic(path, json.dumps(record, indent=1, allow_nan=False) + "\n")
