@@ -137,7 +137,7 @@ def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, o
 
 def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions) -> dict[str, Any]:
     """Set ``algorithm.task_chunk`` (set, cached or measured) and return what the record says about it."""
-    if not hasattr(algorithm, "task_chunk"):
+    if not getattr(algorithm, "supports_task_chunks", False):
         return {"task_chunk": None, "task_chunk_choice": "not chunked (all tasks of a meta-batch together)"}
     if options.task_chunk is not None:
         algorithm.task_chunk = min(options.task_chunk, len(batch))

@@ -229,6 +229,20 @@ def flops_per_task(setting: Setting, device: torch.device, batch) -> float:
     return counter.get_total_flops()
 
 
+def profile_ops(implementation: Implementation, top: int = 8) -> list[dict[str, Any]]:
+    """Which operators one meta-training step spends its time in (torch.profiler, self time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if implementation.device.type == "cuda" else [])
+    with profile(activities=activities) as profiler:
+        implementation.step()
+    attribute = "self_device_time_total" if implementation.device.type == "cuda" else "self_cpu_time_total"
+    events = [(e.key, getattr(e, attribute)) for e in profiler.key_averages()]
+    total = sum(t for _, t in events) or 1.0
+    events.sort(key=lambda e: -e[1])
+    return [{"op": key, "share": round(t / total, 3)} for key, t in events[:top]]
+
+
 def interleaved_seconds(implementations: list[Implementation], rounds: int) -> list[list[float]]:
     for implementation in implementations:
         implementation.step()  # warm-up: one-time allocations and kernel selection
@@ -354,7 +368,9 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
     progress(f"matmul reference: {peak:.0f} GFLOP/s float32 on {device}")
     rows: list[dict[str, Any]] = []
     fastest_ours: dict[str, Implementation] = {}  # per method, the measured-choice implementation (for the data share)
-    for group in comparisons(quick):
+    record_extra: dict[str, Any] = {}
+    groups = comparisons(quick)
+    for group in groups:
         progress(f"{group.title}: {len(group.settings)} implementation(s), {rounds} interleaved round(s)")
         built = []
         for setting in group.settings:
@@ -398,6 +414,17 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
             progress(f"  {row['implementation']}: {row['tasks_per_s']} tasks/s"
                      + (f", {row['speedup_vs_l2l']}x learn2learn" if row["speedup_vs_l2l"] else ""))
             rows.append(row)
+        if reference is not None and group is groups[0]:
+            fastest = next(i for i in built if i.setting.implementation == "ours" and i.setting.task_chunk is None
+                           and not i.setting.autocast)
+            record_extra["profile"] = {"implementation": fastest.setting.label, "configuration": fastest.setting.configuration,
+                                       "task_chunk": fastest.chosen.get("task_chunk"), "ops": profile_ops(fastest)}
+            # The compute bound: every FLOP of a task at the device's matmul rate.
+            bound = peak * 1e9 / flops
+            record_extra["compute_bound"] = {
+                "configuration": group.title, "gflop_per_task": round(flops / 1e9, 3),
+                "tasks_per_s_at_matmul_peak": round(bound, 1),
+                "max_speedup_vs_l2l": round(bound / reference["tasks_per_s"], 2)}
         if group.settings[0].method == "protonet":
             rows[-1]["test_episodes_per_s"] = round(protonet_test_rate(built[0], episodes, batch, device), 2)
     if episodes is not None:
@@ -409,7 +436,7 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
                           "queries": suite.episode_shape["train"]["queries"], "meta_batch_size": suite.meta_batch_size,
                           "model": suite.model.model_dump(mode="json"), "batch_norm": suite.batch_norm,
                           "inputs": inputs, "quick": quick, "rounds": rounds},
-        "matmul_gflops": round(peak, 1), "environment": environment(device), "rows": rows,
+        "matmul_gflops": round(peak, 1), "environment": environment(device), "rows": rows, **record_extra,
     }
     if memory and checkpoint_steps:
         progress(f"checkpointing: peak memory at {', '.join(map(str, checkpoint_steps))} inner steps")
@@ -475,6 +502,16 @@ def render(record: dict[str, Any]) -> str:
         if row["name"].startswith("data-share"):
             lines.append(f"\nEpisode assembly: {row['data_share']:.2%} of meta-training step time "
                          f"({row['implementation']}, {row['configuration']}).")
+    if record.get("compute_bound"):
+        bound = record["compute_bound"]
+        lines.append(f"\nCompute bound ({bound['configuration']}): {bound['gflop_per_task']} GFLOP per task, so at the "
+                     f"measured matmul rate at most {bound['tasks_per_s_at_matmul_peak']} tasks/s = "
+                     f"{bound['max_speedup_vs_l2l']}x learn2learn.")
+    if record.get("profile"):
+        profile = record["profile"]
+        lines.append(f"\nWhere the step's time goes ({profile['implementation']} -> chunk {profile['task_chunk']}, "
+                     f"{profile['configuration']}; operator self time): "
+                     + ", ".join(f"{op['op']} {op['share']:.0%}" for op in profile["ops"]) + ".")
     if record.get("checkpoint_memory"):
         steps = sorted({r["inner_steps"] for r in record["checkpoint_memory"]})
         by = {(r["inner_steps"], r["checkpointed"]): r["peak_mem_mb"] for r in record["checkpoint_memory"]}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 from dataclasses import dataclass
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -63,6 +64,16 @@ class Problem:
     def build_backbone(self, generator: torch.Generator) -> nn.Module:
         return build_backbone(self.suite.model, self.in_shape, self.out_features, generator)
 
+    def ways_of(self, batch: TaskBatch) -> int:
+        """The number of classes in ``batch``'s episodes, from the suite's episode shapes: reading it
+        from the labels (``labels.max()``) would make the host wait for the device at every step."""
+        n_support, n_query = batch.support_y.shape[1], batch.query_y.shape[1]
+        matching = {shape["ways"] for shape in self.suite.episode_shape.values()
+                    if n_support == shape["ways"] * shape["shots"] and n_query == shape["ways"] * shape["queries"]}
+        if len(matching) == 1:
+            return matching.pop()
+        return int(batch.support_y.max()) + 1  # an undeclared (or ambiguous) episode shape: read the labels
+
     def loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-task training loss, shape (B,): mean over each task's examples.
 
@@ -92,9 +103,9 @@ class Algorithm(nn.Module):
     """One meta-learning algorithm.
 
     Subclasses set ``family``, ``task_types`` and ``Hparams`` and implement ``meta_loss`` (the
-    differentiable loss on a batch of training tasks; they create ``self.optimizer``) or override
-    ``meta_train_step`` (one outer update, returning the loss as a tensor so that no device sync
-    is forced), and ``evaluate`` (adapt to each task's support set and return the per-task metric
+    differentiable loss on a batch of training tasks, a mean of per-task losses; they create
+    ``self.optimizer``) or override ``meta_train_step`` (one outer update, returning the loss as a
+    tensor so that no device sync is forced), and ``evaluate`` (adapt to each task's support set and return the per-task metric
     on its query set). All randomness comes from the ``generator`` given at construction.
     """
 
@@ -104,6 +115,10 @@ class Algorithm(nn.Module):
     Hparams: ClassVar[type[Hyperparameters]] = Hyperparameters
     # Whether the algorithm can normalise with support-set statistics only (suite batch_norm: inductive).
     inductive_batch_norm: ClassVar[bool] = True
+    # Whether its meta-loss is a mean of independent per-task losses, so that a meta-batch can be
+    # processed in chunks of tasks (bench/execution.py measures which chunk size is fastest).
+    supports_task_chunks: ClassVar[bool] = True
+    task_chunk: int | None = None  # tasks processed together (None: all); set from the run's execution options
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__()
@@ -116,12 +131,25 @@ class Algorithm(nn.Module):
     def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         raise NotImplementedError
 
+    def task_chunks(self, batch: TaskBatch, default: int | None = None) -> Iterator[TaskBatch]:
+        size = self.task_chunk or default or len(batch)
+        for start in range(0, len(batch), size):
+            yield batch.slice(start, start + size)
+
+    def accumulate_meta_gradient(self, batch: TaskBatch) -> torch.Tensor:
+        """Add the meta-gradient of ``batch``'s mean meta-loss to ``.grad``, chunk by chunk; returns that loss."""
+        total = torch.zeros((), device=batch.query_x.device)
+        for chunk in self.task_chunks(batch):
+            loss = self.meta_loss(chunk) * (len(chunk) / len(batch))
+            loss.backward()
+            total = total + loss.detach()
+        return total
+
     def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.meta_loss(batch)
-        loss.backward()
+        loss = self.accumulate_meta_gradient(batch)
         self.optimizer.step()
-        return loss.detach()
+        return loss
 
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         raise NotImplementedError

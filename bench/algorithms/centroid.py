@@ -26,6 +26,7 @@ class NearestCentroid(Algorithm):
     """
 
     family = "floor"
+    supports_task_chunks = False  # nothing is trained
     task_types = frozenset({"classification"})
     Hparams = Hyperparameters
 
@@ -46,6 +47,6 @@ class NearestCentroid(Algorithm):
 
     @torch.no_grad()
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
-        ways = int(batch.support_y.max()) + 1
+        ways = self.problem.ways_of(batch)
         scores = -torch.cdist(batch.query_x, class_means(batch.support_x, batch.support_y, ways)).pow(2)
         return self.problem.metric(scores, batch.query_y)

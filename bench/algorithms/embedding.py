@@ -42,7 +42,7 @@ class EmbeddingBased(Algorithm):
 
     def logits(self, batch: TaskBatch) -> torch.Tensor:
         support, query = self.embed_episode(self.backbone.params(), batch)
-        return self.scores(support, batch.support_y, query, int(batch.support_y.max()) + 1)
+        return self.scores(support, batch.support_y, query, self.problem.ways_of(batch))
 
     def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         return self.problem.loss(self.logits(batch), batch.query_y).mean()

@@ -15,7 +15,7 @@ task in one grouped call. The meta-gradient is the same up to rounding for every
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -75,7 +75,6 @@ class GradientBased(Algorithm):
     family = "gradient-based"
     task_types = frozenset({"regression", "classification"})
     adapts_body: bool = True  # False when only the head is adapted per task
-    task_chunk: int | None = None  # tasks processed together (None: all); set from the run's execution options
     checkpoint_inner_steps: bool = False
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
@@ -107,26 +106,6 @@ class GradientBased(Algorithm):
 
         return sgd_steps(support_loss, params, self.adapted_names, steps, self.inner_lr(), create_graph,
                          self.checkpoint_inner_steps)
-
-    def task_chunks(self, batch: TaskBatch, default: int | None = None) -> Iterator[TaskBatch]:
-        size = self.task_chunk or default or len(batch)
-        for start in range(0, len(batch), size):
-            yield batch.slice(start, start + size)
-
-    def accumulate_meta_gradient(self, batch: TaskBatch) -> torch.Tensor:
-        """Add the meta-gradient of ``batch``'s mean meta-loss to ``.grad``, chunk by chunk; returns that loss."""
-        total = torch.zeros((), device=batch.query_x.device)
-        for chunk in self.task_chunks(batch):
-            loss = self.meta_loss(chunk) * (len(chunk) / len(batch))
-            loss.backward()
-            total = total + loss.detach()
-        return total
-
-    def meta_train_step(self, batch: TaskBatch, iteration: int) -> torch.Tensor:
-        self.optimizer.zero_grad(set_to_none=True)
-        loss = self.accumulate_meta_gradient(batch)
-        self.optimizer.step()
-        return loss
 
     def query_predictions(self, batch: TaskBatch, adapted: Params) -> torch.Tensor:
         if not self.inductive:

@@ -42,6 +42,7 @@ class L2LReference(Algorithm):
     task_types = frozenset({"regression", "classification"})
     Hparams = MAMLHparams
     inductive_batch_norm = False  # learn2learn's modules normalise with the statistics of whatever they are given
+    supports_task_chunks = False  # the reference runs as learn2learn's examples do, whatever the execution options
 
     def __init__(self, hparams: MAMLHparams, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)

@@ -68,7 +68,10 @@ class Conv4(nn.Module):
             else:
                 var, mean = torch.var_mean(h[:stats_from], dim=(0, 2, 3), keepdim=True, correction=0)
                 h = (h - mean) * torch.rsqrt(var + BN_EPS) * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
-            h = F.max_pool2d(F.relu(h), 2)
+            # max-pool before ReLU: the two commute exactly (both monotone; at ties both route the
+            # gradient to the same element or to nothing), and ReLU then touches a quarter of the
+            # elements (about 9% of a MAML step here, measured).
+            h = F.relu(F.max_pool2d(h, 2))
         return h.reshape(n, tasks, -1).transpose(0, 1)
 
     def head(self, params: Params, h: torch.Tensor) -> torch.Tensor:

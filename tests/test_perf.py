@@ -1,0 +1,61 @@
+"""`bench perf`: the table, the JSON rows and the stored record (quick configuration)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bench.perf import Implementation, Setting, batch_for, copy_conv4_weights, perf_suite, plain_conv4, plain_name
+
+pytest.importorskip("learn2learn")
+
+
+def test_perf_json_has_one_object_per_comparison(cli, tmp_path):
+    code, out, err = cli("perf", "--quick", "--no-memory", "--format", "json", "--results-dir", str(tmp_path))
+    assert code == 0, err
+    rows = json.loads(out)
+    for row in rows:
+        assert {"name", "tasks_per_s", "speedup_vs_l2l", "peak_mem_mb", "max_grad_diff"} <= set(row)
+    timed = [r for r in rows if r["tasks_per_s"] is not None]
+    assert all(r["tasks_per_s"] > 0 for r in timed)
+    ours = [r for r in timed if r["name"].startswith(("maml-ours", "fomaml-ours"))]
+    assert ours and all(r["speedup_vs_l2l"] > 0 for r in ours)
+    # every float32 path agrees with learn2learn in float64; bf16 autocast is reported, not held to it
+    assert all(r["max_grad_diff"] <= 1e-10 for r in ours if not r["autocast"])
+    assert any(r["autocast"] == "bf16" and r["max_grad_diff"] > 1e-6 for r in ours)
+    (stored,) = (tmp_path / "perf").glob("perf-*.json")
+    record = json.loads(stored.read_text())
+    assert record["rows"] == rows
+    assert record["environment"]["torch"] == torch.__version__
+    assert record["configuration"]["meta_batch_size"] == 4
+    assert 0 < record["compute_bound"]["tasks_per_s_at_matmul_peak"]
+    assert record["profile"]["ops"] and all(0 <= op["share"] <= 1 for op in record["profile"]["ops"])
+
+
+def test_perf_table_names_every_comparison(cli, tmp_path):
+    code, out, _ = cli("perf", "--quick", "--no-memory", "--no-save", "--results-dir", str(tmp_path))
+    assert code == 0
+    for title in ("MAML second order, 1 step", "first-order MAML, 1 step", "ProtoNet", "Compute bound"):
+        assert title in out
+    assert not (tmp_path / "perf").exists()
+
+
+def test_the_learn2learn_reference_network_is_our_conv4():
+    """Same weights, same outputs: the comparison times two implementations of one network."""
+    suite = perf_suite(quick=True)
+    _, batch, _ = batch_for(suite, torch.device("cpu"))
+    ours = Implementation(Setting("maml", "ours", quick=True), torch.device("cpu"), batch).ours.backbone
+    plain = plain_conv4(suite.model.filters, suite.ways)
+    copy_conv4_weights(ours, plain)
+    assert {plain_name(n) for n, _ in ours.named_parameters()} == {n for n, _ in plain.named_parameters()}
+    x = batch.query_x[0]
+    torch.testing.assert_close(plain(x), ours(x[None])[0], rtol=1e-5, atol=1e-5)
+
+
+def test_peak_memory_is_measured_in_a_fresh_process():
+    from bench.perf import peak_memory_mb
+
+    small = peak_memory_mb(Setting("maml", "ours", quick=True), torch.device("cpu"), 1)
+    assert 0 < small < 2000
