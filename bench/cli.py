@@ -83,6 +83,15 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the record goes to RESULTS_DIR/perf/perf-<time>.json (default: results)")
     perf.add_argument("--no-save", action="store_true", help="print only; store no record")
 
+    cost = commands.add_parser("cost", help="project a suite tier's wall time on this machine from a few timed steps")
+    cost.add_argument("suites", nargs="+", help="suite names, or `all`")
+    cost.add_argument("--tier", default="standard")
+    cost.add_argument("--encoder", choices=["minilm", "wordcnn"], help="text suites: the encoder (default: both)")
+    cost.add_argument("--format", choices=["table", "json"], default="table")
+    cost.add_argument("--results-dir", type=Path, default=Path("results"),
+                      help="measured run times are read from here; the record goes to RESULTS_DIR/cost/")
+    cost.add_argument("--no-save", action="store_true", help="print only; store no record")
+
     board = commands.add_parser("leaderboard", help="print a suite's leaderboard from stored records")
     board.add_argument("suite")
     board.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -175,6 +184,43 @@ def _perf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cost(args: argparse.Namespace) -> int:
+    import torch
+
+    from bench import cost
+    from bench.config import available_suites, load_suite
+    from bench.environment import environment
+    from bench.records import check_writable, utc_now, write_atomic
+
+    names = available_suites() if args.suites == ["all"] else args.suites
+    for name in names:
+        load_suite(name, tier=args.tier)  # every name and tier is checked before any timing
+    if not args.no_save:
+        check_writable(args.results_dir)
+    results = []
+    for name in names:
+        suite = load_suite(name, tier=args.tier)
+        if suite.task_type == "classification":
+            from bench.datasets import check_available
+
+            try:
+                check_available(suite)
+            except BenchError as exc:
+                log.warning("%s: not measured: %s", name, str(exc).splitlines()[0])
+                results.append({"suite": name, "tier": args.tier, "encoder": None, "not_measured": str(exc).splitlines()[0]})
+                continue
+        encoders = [args.encoder] if args.encoder else (["minilm", "wordcnn"] if suite.model.kind == "text" else [None])
+        for encoder in encoders:
+            log.info("%s (%s tier%s)", name, args.tier, f", {encoder}" if encoder else "")
+            results.append(cost.suite_cost(name, args.tier, encoder, results_dir=args.results_dir, progress=log.info))
+    record = {"created_at": utc_now(), "environment": environment(torch.device("cpu")), "suites": results}
+    if not args.no_save:
+        stamp = record["created_at"].replace(":", "")
+        write_atomic(args.results_dir / "cost" / f"cost-{args.tier}-{stamp}.json", json.dumps(record, indent=1) + "\n")
+    print(json.dumps(results, indent=1) if args.format == "json" else cost.render(results))
+    return 0
+
+
 def _leaderboard(args: argparse.Namespace) -> int:
     from bench import leaderboard
 
@@ -191,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    handlers = {"list": _list, "validate": _validate, "run": _run, "perf": _perf, "leaderboard": _leaderboard,
+    handlers = {"list": _list, "validate": _validate, "run": _run, "perf": _perf, "cost": _cost, "leaderboard": _leaderboard,
                 "download": _download}
     try:
         return handlers[args.command](args)

@@ -84,10 +84,14 @@ def load_record(path: Path) -> dict[str, Any]:
     return record
 
 
+MEASUREMENT_DIRS = ("perf", "cost")  # results/perf and results/cost hold `bench perf` and `bench cost` records, not runs
+
+
 def iter_record_paths(results_dir: Path, suite: str | None = None) -> Iterator[Path]:
     base = results_dir / suite if suite else results_dir
     if base.is_dir():
-        yield from sorted(p for p in base.rglob("*.json") if not p.name.startswith("."))
+        yield from sorted(p for p in base.rglob("*.json") if not p.name.startswith(".")
+                          and (suite or p.relative_to(base).parts[0] not in MEASUREMENT_DIRS))
 
 
 def load_records(results_dir: Path, suite: str | None = None) -> list[dict[str, Any]]:

@@ -1,7 +1,9 @@
 """Regenerate the results tables of README.md and report/ from the records under results/.
 
 README tables sit between ``<!-- leaderboard:SUITE:TIER -->`` and ``<!-- /leaderboard -->``;
-``report/leaderboard-SUITE.md`` holds every tier of each suite that has records.
+``report/leaderboard-SUITE.md`` holds every tier of each suite that has records. The performance
+table (``<!-- perf -->``) comes from the newest full ``bench perf`` record in ``results/perf/``, the
+suite-cost table (``<!-- cost -->``) from the newest ``bench cost`` record in ``results/cost/``.
 ``tests/test_readme.py`` fails when a table and its records disagree.
 
 Usage: python tools/update_readme.py [--check]
@@ -9,6 +11,7 @@ Usage: python tools/update_readme.py [--check]
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -16,10 +19,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench import cost, perf  # noqa: E402
 from bench.leaderboard import leaderboards, records_frame, render  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- leaderboard:(?P<suite>[\w.-]+):(?P<tier>\w+) -->\n)(?P<body>.*?)(<!-- /leaderboard -->)", re.S)
 RESULTS = ROOT / "results"
+
+
+PERF_BLOCK = re.compile(r"(<!-- perf -->\n)(?P<body>.*?)(<!-- /perf -->)", re.S)
+COST_BLOCK = re.compile(r"(<!-- cost -->\n)(?P<body>.*?)(<!-- /cost -->)", re.S)
+
+
+def newest(directory: Path, pattern: str, keep=lambda record: True) -> tuple[Path, dict] | None:
+    found = [(path, json.loads(path.read_text())) for path in sorted(directory.glob(pattern))]
+    found = [(path, record) for path, record in found if keep(record)]
+    return found[-1] if found else None
 
 
 def regenerate(text: str, results_dir: Path = RESULTS) -> str:
@@ -27,13 +41,26 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
         body = render(leaderboards(results_dir, match["suite"], match["tier"]), "markdown")
         return f"{match.group(1)}{body}\n{match.group(5)}"
 
-    return BLOCK.sub(table, text)
+    def perf_table(match: re.Match) -> str:
+        latest = newest(results_dir / "perf", "perf-*.json", lambda r: not r["configuration"]["quick"])
+        body = "(no full `bench perf` record yet)" if latest is None else (
+            f"From `{latest[0].relative_to(results_dir.parent)}` (commit {latest[1]['environment']['git'].get('commit', '?')[:7]}):\n\n"
+            + perf.render(latest[1]))
+        return f"{match.group(1)}{body}\n{match.group(3)}"
+
+    def cost_table(match: re.Match) -> str:
+        latest = newest(results_dir / "cost", "cost-*.json")
+        body = "(no `bench cost` record yet)" if latest is None else (
+            f"From `{latest[0].relative_to(results_dir.parent)}`:\n\n" + cost.render(latest[1]["suites"]))
+        return f"{match.group(1)}{body}\n{match.group(3)}"
+
+    return COST_BLOCK.sub(cost_table, PERF_BLOCK.sub(perf_table, BLOCK.sub(table, text)))
 
 
 def report_pages(results_dir: Path = RESULTS) -> dict[Path, str]:
     """A page per suite that has completed records (running or failed runs make no table)."""
     pages = {}
-    for suite_dir in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name != "baselines"):
+    for suite_dir in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name not in ("baselines", "perf", "cost")):
         if records_frame(results_dir, suite_dir.name).empty:
             continue
         body = render(leaderboards(results_dir, suite_dir.name), "markdown")
