@@ -197,7 +197,15 @@ def _cost(args: argparse.Namespace) -> int:
         load_suite(name, tier=args.tier)  # every name and tier is checked before any timing
     if not args.no_save:
         check_writable(args.results_dir)
-    results = []
+    results: list[dict] = []
+    created_at = utc_now()
+    path = args.results_dir / "cost" / f"cost-{args.tier}-{created_at.replace(':', '')}.json"
+
+    def store() -> None:  # after every suite, so an interrupted `cost all` keeps what it measured
+        if not args.no_save:
+            record = {"created_at": created_at, "environment": environment(torch.device("cpu")), "suites": results}
+            write_atomic(path, json.dumps(record, indent=1) + "\n")
+
     for name in names:
         suite = load_suite(name, tier=args.tier)
         if suite.task_type == "classification":
@@ -208,15 +216,13 @@ def _cost(args: argparse.Namespace) -> int:
             except BenchError as exc:
                 log.warning("%s: not measured: %s", name, str(exc).splitlines()[0])
                 results.append({"suite": name, "tier": args.tier, "encoder": None, "not_measured": str(exc).splitlines()[0]})
+                store()
                 continue
         encoders = [args.encoder] if args.encoder else (["minilm", "wordcnn"] if suite.model.kind == "text" else [None])
         for encoder in encoders:
             log.info("%s (%s tier%s)", name, args.tier, f", {encoder}" if encoder else "")
             results.append(cost.suite_cost(name, args.tier, encoder, results_dir=args.results_dir, progress=log.info))
-    record = {"created_at": utc_now(), "environment": environment(torch.device("cpu")), "suites": results}
-    if not args.no_save:
-        stamp = record["created_at"].replace(":", "")
-        write_atomic(args.results_dir / "cost" / f"cost-{args.tier}-{stamp}.json", json.dumps(record, indent=1) + "\n")
+            store()
     print(json.dumps(results, indent=1) if args.format == "json" else cost.render(results))
     return 0
 

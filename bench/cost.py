@@ -112,14 +112,16 @@ def suite_cost(suite_name: str, tier: str = "standard", encoder: str | None = No
 
 def render(results: list[dict[str, Any]]) -> str:
     """One Markdown row per suite (and encoder)."""
-    lines = ["| suite | tier | runs (algorithms x seeds) | projected run-min | measured run-min (runs) | start with cached data, s |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| suite | tier | runs (algorithms x seeds) | threads | projected run-min | measured run-min (runs) "
+             "| start with cached data, s |",
+             "|---|---|---|---|---|---|---|"]
     for result in results:
         name = result["suite"] + (f" ({result['encoder']})" if result.get("encoder") else "")
         if "not_measured" in result:
-            lines.append(f"| {name} | {result['tier']} | not measured here: {result['not_measured']} | | | |")
+            lines.append(f"| {name} | {result['tier']} | not measured here: {result['not_measured'].replace('|', '/')} | | | | |")
             continue
         measured = (f"{result['measured_run_min']} ({result['measured_runs']})" if result["measured_run_min"] is not None else "")
-        lines.append(f"| {name} | {result['tier']} | {result['algorithms']} x {result['seeds']} | {result['projected_run_min']} | "
+        lines.append(f"| {name} | {result['tier']} | {result['algorithms']} x {result['seeds']} | {result['threads']} "
+                     f"| {result['projected_run_min']} | "
                      f"{measured} | {result['start_s']} |")
     return "\n".join(lines)

@@ -48,7 +48,8 @@ class ExecutionOptions:
     def check(self, algorithms: list[Any], hparams: dict[str, Any], device: torch.device) -> None:
         """Refuse combinations that cannot run, before any work starts."""
         if self.task_chunk is not None and self.task_chunk < 1:
-            raise BenchError(f"--task-chunk {self.task_chunk}: expected a positive number of tasks (or leave it unset to measure)")
+            raise BenchError(f"--task-chunk {self.task_chunk}: expected a positive number of tasks "
+                             "(or leave it unset to measure the fastest)")
         if self.autocast is not None and self.autocast not in AUTOCAST_DTYPES:
             raise BenchError(f"--autocast {self.autocast!r}: expected one of {', '.join(AUTOCAST_DTYPES)}")
         if self.compile:

@@ -130,7 +130,8 @@ def batch_for(suite, device: torch.device, iteration: int = 0):
         def labels(n: int) -> torch.Tensor:
             return torch.arange(ways).repeat_interleave(n).expand(tasks, -1).contiguous().to(device)
 
-        return None, TaskBatch(images(ways * shots), labels(shots), images(ways * queries), labels(queries)), "synthetic (no Omniglot data)"
+        batch = TaskBatch(images(ways * shots), labels(shots), images(ways * queries), labels(queries))
+        return None, batch, "synthetic (no Omniglot data)"
 
 
 class Implementation:
@@ -149,7 +150,8 @@ class Implementation:
         algorithm_cls = ALGORITHMS.get(name)
         hparams = {k: v for k, v in hparams.items() if k in algorithm_cls.Hparams.model_fields}
         source = _SourceShape(tuple(batch.support_x.shape[2:]))
-        self.ours = algorithm_cls(algorithm_cls.Hparams(**hparams), problem_for(suite, source), generator("perf", "init")).to(device, dtype)
+        problem = problem_for(suite, source)
+        self.ours = algorithm_cls(algorithm_cls.Hparams(**hparams), problem, generator("perf", "init")).to(device, dtype)
         self.execution = ExecutionOptions(task_chunk=setting.task_chunk, checkpoint_inner_steps=setting.checkpoint,
                                           autocast=setting.autocast)
         self.chosen: dict[str, Any] = {}
@@ -223,7 +225,8 @@ def flops_per_task(setting: Setting, device: torch.device, batch) -> float:
     counter over-counts grouped convolutions) for the gradient-based settings."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    counted = Implementation(replace(setting, implementation="l2l") if setting.method != "protonet" else setting, device, batch.slice(0, 1))
+    loop = replace(setting, implementation="l2l") if setting.method != "protonet" else setting
+    counted = Implementation(loop, device, batch.slice(0, 1))
     with FlopCounterMode(display=False) as counter:
         counted.meta_gradient(counted.batch)
     return counter.get_total_flops()
@@ -386,7 +389,7 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
         seconds = interleaved_seconds(built, rounds)
         flops = flops_per_task(group.settings[0], device, batch)
         reference = None
-        for setting, implementation, times in zip(group.settings, built, seconds):
+        for setting, implementation, times in zip(group.settings, built, seconds, strict=True):
             median = statistics.median(times)
             tasks_per_s = len(batch) / median
             chunk = implementation.chosen.get("task_chunk")
@@ -484,7 +487,8 @@ def render(record: dict[str, Any]) -> str:
             return ""
         return format(value, spec) if spec else str(value)
 
-    lines = ["| comparison | implementation | tasks/s | vs learn2learn | peak MB | memory vs l2l | GFLOP/s | share of matmul peak | max grad diff (float64) |",
+    lines = ["| comparison | implementation | tasks/s | vs learn2learn | peak MB | memory vs l2l | GFLOP/s "
+             "| share of matmul peak | max grad diff (float64) |",
              "|---|---|---|---|---|---|---|---|---|"]
     for row in record["rows"]:
         if row["name"].startswith("data-share"):
@@ -521,9 +525,11 @@ def render(record: dict[str, Any]) -> str:
                   "| peak MB, inner steps checkpointed | " + " | ".join(f"{by[(s, True)]:.0f}" for s in steps) + " |"]
     config = record["configuration"]
     header = (f"bench perf: {config['suite']} ({config['tier']} tier) {config['ways']}-way {config['shots']}-shot, "
-              f"{config['queries']} queries per class, meta-batch {config['meta_batch_size']}, Conv-4-{config['model']['filters']}, "
+              f"{config['queries']} queries per class, meta-batch {config['meta_batch_size']}, "
+              f"Conv-4-{config['model']['filters']}, "
               f"{config['batch_norm']} batch norm, {config['inputs']}; {record['environment'].get('device_name')}, "
-              f"{record['environment'].get('torch')}, {torch.get_num_threads()} threads; matmul {record['matmul_gflops']} GFLOP/s; "
+              f"{record['environment'].get('torch')}, {record['environment'].get('torch_threads')} threads; "
+              f"matmul {record['matmul_gflops']} GFLOP/s; "
               f"medians of {config['rounds']} interleaved round(s)")
     return header + "\n\n" + "\n".join(lines)
 

@@ -10,7 +10,7 @@ import torch
 from bench.algorithms import ALGORITHMS
 from bench.config import load_suite
 from bench.errors import BenchError
-from bench.execution import ExecutionOptions, chunk_candidates, choose_task_chunk
+from bench.execution import ExecutionOptions, choose_task_chunk, chunk_candidates
 from bench.runner import Episodes, problem_for
 from bench.seeding import generator
 from tests.conftest import read_records

@@ -44,14 +44,21 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
     def perf_table(match: re.Match) -> str:
         latest = newest(results_dir / "perf", "perf-*.json", lambda r: not r["configuration"]["quick"])
         body = "(no full `bench perf` record yet)" if latest is None else (
-            f"From `{latest[0].relative_to(results_dir.parent)}` (commit {latest[1]['environment']['git'].get('commit', '?')[:7]}):\n\n"
+            f"From `{latest[0].relative_to(results_dir.parent)}` "
+            f"(commit {(latest[1]['environment']['git'].get('commit') or '?')[:7]}):\n\n"
             + perf.render(latest[1]))
         return f"{match.group(1)}{body}\n{match.group(3)}"
 
     def cost_table(match: re.Match) -> str:
-        latest = newest(results_dir / "cost", "cost-*.json")
-        body = "(no `bench cost` record yet)" if latest is None else (
-            f"From `{latest[0].relative_to(results_dir.parent)}`:\n\n" + cost.render(latest[1]["suites"]))
+        latest: dict[tuple, dict] = {}  # the newest measurement of each suite (and encoder) over every cost record
+        sources = []
+        for path in sorted((results_dir / "cost").glob("cost-*.json")):
+            sources.append(path.relative_to(results_dir.parent).as_posix())
+            for result in json.loads(path.read_text())["suites"]:
+                latest[(result["suite"], result["tier"], result.get("encoder"))] = result
+        body = "(no `bench cost` record yet)" if not latest else (
+            "From " + ", ".join(f"`{source}`" for source in sources) + ":\n\n"
+            + cost.render([latest[key] for key in sorted(latest, key=lambda k: (k[0], k[1], k[2] or ""))]))
         return f"{match.group(1)}{body}\n{match.group(3)}"
 
     return COST_BLOCK.sub(cost_table, PERF_BLOCK.sub(perf_table, BLOCK.sub(table, text)))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from dataclasses import dataclass
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch

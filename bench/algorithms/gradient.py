@@ -54,7 +54,7 @@ def sgd_steps(
         loss = loss_fn(params).sum()
         grads = torch.autograd.grad(loss, [params[n] for n in names], create_graph=create_graph)
         params = dict(params)
-        for name, grad in zip(names, grads):
+        for name, grad in zip(names, grads, strict=True):
             step_size = lr if isinstance(lr, float) else lr[name]
             params[name] = params[name] - step_size * grad
         return params
@@ -62,8 +62,9 @@ def sgd_steps(
     keys = tuple(params)
     for _ in range(steps):
         if checkpointed and create_graph:
-            values = checkpoint(lambda *v: tuple(step(dict(zip(keys, v))).values()), *params.values(), use_reentrant=False)
-            params = dict(zip(keys, values))
+            values = checkpoint(lambda *v: tuple(step(dict(zip(keys, v, strict=True))).values()), *params.values(),
+                                use_reentrant=False)
+            params = dict(zip(keys, values, strict=True))
         else:
             params = step(params)
     return params

@@ -91,7 +91,8 @@ def test_every_metasgd_path_matches_learn2learn(sine, task_chunk, checkpoint):
     reference_algorithm, reference = meta_gradients("metasgd.l2l", *sine, inner_steps=2, inner_lr=0.05)
     assert worst_difference(ours, reference) <= 1e-10
     ours_lrs = [ours_algorithm.learned_lrs[k.replace(".", "/")].grad for k, _ in ours_algorithm.backbone.named_parameters()]
-    assert max((a - b).abs().max().item() for a, b in zip(ours_lrs, (p.grad for p in reference_algorithm.learner.lrs))) <= 1e-10
+    reference_lrs = [p.grad for p in reference_algorithm.learner.lrs]
+    assert max((a - b).abs().max().item() for a, b in zip(ours_lrs, reference_lrs, strict=True)) <= 1e-10
 
 
 @pytest.mark.parametrize("name", ["anil", "reptile", "transfer", "protonet", "matchingnet", "relationnet",

@@ -33,7 +33,8 @@ def test_meta_training_step(benchmark, setting, batch):
         ours.ours.task_chunk = len(batch)
     else:
         ours.choose_chunk()
-    reference = None if setting.method == "protonet" else Implementation(Setting(setting.method, "l2l", setting.inner_steps), torch.device("cpu"), batch)
+    reference = None if setting.method == "protonet" else Implementation(
+        Setting(setting.method, "l2l", setting.inner_steps), torch.device("cpu"), batch)
     reference_seconds: list[float] = []
 
     def run_reference() -> None:
