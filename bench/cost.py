@@ -118,10 +118,16 @@ def render(results: list[dict[str, Any]]) -> str:
     for result in results:
         name = result["suite"] + (f" ({result['encoder']})" if result.get("encoder") else "")
         if "not_measured" in result:
-            lines.append(f"| {name} | {result['tier']} | not measured here: {result['not_measured'].replace('|', '/')} | | | | |")
+            reason = result["not_measured"].split(":")[0].replace("|", "/")  # the record keeps the whole message
+            lines.append(f"| {name} | {result['tier']} | not measured here: {reason} | | | | |")
             continue
         measured = (f"{result['measured_run_min']} ({result['measured_runs']})" if result["measured_run_min"] is not None else "")
         lines.append(f"| {name} | {result['tier']} | {result['algorithms']} x {result['seeds']} | {result['threads']} "
                      f"| {result['projected_run_min']} | "
                      f"{measured} | {result['start_s']} |")
+    measured = [r for r in results if "not_measured" not in r]
+    if measured:
+        total = sum(r["projected_run_min"] for r in measured)
+        lines.append(f"| **all {len(measured)} measured** | | {sum(r['algorithms'] * r['seeds'] for r in measured)} runs | "
+                     f"| **{total:.0f} ({total / 60:.1f} h)** | | max {max(r['start_s'] for r in measured)} |")
     return "\n".join(lines)
