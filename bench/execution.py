@@ -130,7 +130,7 @@ def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, o
         "device": env.get("device_name"), "torch": torch.__version__, "threads": torch.get_num_threads(),
         "algorithm": algorithm.name, "hparams": algorithm.hparams.model_dump(mode="json"),
         "model": suite.model.model_dump(mode="json"), "batch_norm": suite.batch_norm,
-        "shapes": [list(t.shape) for t in batch.tensors()], "dtype": str(next(algorithm.parameters()).dtype),
+        "shapes": [list(t.shape) for t in batch.tensors()], "dtype": str(next(algorithm.parameters(), torch.empty(0)).dtype),
         "checkpoint_inner_steps": options.checkpoint_inner_steps, "autocast": options.autocast, "compile": options.compile,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:20]
@@ -138,7 +138,7 @@ def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, o
 
 def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions) -> dict[str, Any]:
     """Set ``algorithm.task_chunk`` (set, cached or measured) and return what the record says about it."""
-    if not getattr(algorithm, "supports_task_chunks", False):
+    if not (hasattr(algorithm, "chunks_tasks") and algorithm.chunks_tasks()):
         return {"task_chunk": None, "task_chunk_choice": "not chunked (all tasks of a meta-batch together)"}
     if options.task_chunk is not None:
         algorithm.task_chunk = min(options.task_chunk, len(batch))

@@ -117,3 +117,19 @@ def test_no_host_device_sync_inside_the_inner_loop(name, monkeypatch):
     algorithm.accumulate_meta_gradient(batch)
     monkeypatch.undo()
     assert all(p.grad is not None for p in algorithm.backbone.parameters())
+
+
+def test_an_algorithm_that_replaces_meta_train_step_is_not_chunked():
+    """A plugin with its own meta_train_step and no meta_loss (and no parameters) runs as written."""
+    from bench.algorithms import Algorithm
+
+    class Zero(Algorithm):
+        family = "baseline"
+
+        def meta_train_step(self, batch, iteration):
+            return torch.zeros(())
+
+    algorithm, batch = build("maml")
+    zero = Zero(algorithm.hparams, algorithm.problem, generator("zero"))
+    assert not Zero.chunks_tasks() and algorithm.chunks_tasks()
+    assert choose_task_chunk(zero, batch, torch.device("cpu"), ExecutionOptions())["task_chunk"] is None

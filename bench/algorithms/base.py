@@ -131,6 +131,14 @@ class Algorithm(nn.Module):
     def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         raise NotImplementedError
 
+    @classmethod
+    def chunks_tasks(cls) -> bool:
+        """Whether meta-training goes through ``accumulate_meta_gradient`` and so can take task chunks
+        (not when a subclass, e.g. a plugin, replaces ``meta_train_step`` or has no ``meta_loss``)."""
+        has_loss = (cls.meta_loss is not Algorithm.meta_loss
+                    or cls.accumulate_meta_gradient is not Algorithm.accumulate_meta_gradient)
+        return cls.supports_task_chunks and cls.meta_train_step is Algorithm.meta_train_step and has_loss
+
     def task_chunks(self, batch: TaskBatch, default: int | None = None) -> Iterator[TaskBatch]:
         size = self.task_chunk or default or len(batch)
         for start in range(0, len(batch), size):
