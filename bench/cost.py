@@ -25,12 +25,10 @@ from bench.timing import SegmentTimer
 
 
 def time_algorithm(plan, run, train_steps: int, eval_episodes: int) -> dict[str, float]:
-    from bench.runner import configure_execution, problem_for
-    from bench.seeding import generator
+    from bench.runner import build_algorithm, configure_execution
 
     suite, device, episodes = plan.suite, plan.device, plan.episodes
-    algorithm = run.algorithm(run.hparams, problem_for(suite, episodes.source),
-                              generator("suite", suite.name, "init", run.seed)).to(device)
+    algorithm = build_algorithm(plan, run, episodes)
     configure_execution(algorithm, plan.execution, episodes.train(run.seed, 0), device)
     algorithm.train()
     seconds = []

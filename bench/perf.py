@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import multiprocessing
 import statistics
 import time
@@ -31,11 +30,12 @@ from torch import nn
 from bench.config import load_suite
 from bench.errors import BenchError
 from bench.execution import ExecutionOptions, autocast, choose_task_chunk
-from bench.timing import SegmentTimer
+from bench.timing import SegmentTimer, resident_mb
 
 log = logging.getLogger(__name__)
 
 PERF_FORMAT = 1
+ALL_TASKS = 0  # Setting.task_chunk: every task of the meta-batch in one grouped call
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ class Setting:
     method: str  # maml | fomaml | protonet
     implementation: str  # l2l | ours
     inner_steps: int = 1
-    task_chunk: int | None = None  # ours: None = the measured choice
+    task_chunk: int | None = None  # ours: None = the measured choice, ALL_TASKS = one grouped call
     checkpoint: bool = False
     autocast: str | None = None
     quick: bool = False
@@ -58,7 +58,7 @@ class Setting:
     def label(self) -> str:
         if self.implementation == "l2l":
             return "learn2learn MAML (per task)"
-        parts = ["all tasks in one grouped call" if self.task_chunk == 0 else
+        parts = ["all tasks in one grouped call" if self.task_chunk == ALL_TASKS else
                  f"chunk {self.task_chunk}" if self.task_chunk else "chunk auto"]
         if self.checkpoint:
             parts.append("checkpointed")
@@ -152,7 +152,7 @@ class Implementation:
         source = _SourceShape(tuple(batch.support_x.shape[2:]))
         problem = problem_for(suite, source)
         self.ours = algorithm_cls(algorithm_cls.Hparams(**hparams), problem, generator("perf", "init")).to(device, dtype)
-        self.execution = ExecutionOptions(task_chunk=setting.task_chunk, checkpoint_inner_steps=setting.checkpoint,
+        self.execution = ExecutionOptions(task_chunk=setting.task_chunk or None, checkpoint_inner_steps=setting.checkpoint,
                                           autocast=setting.autocast)
         self.chosen: dict[str, Any] = {}
         if setting.implementation == "l2l":
@@ -168,7 +168,13 @@ class Implementation:
                 self.ours.checkpoint_inner_steps = setting.checkpoint
 
     def choose_chunk(self) -> None:
-        if self.setting.implementation == "ours":
+        """Set our task chunk as the setting says (measured, set, or all tasks); records how in ``chosen``."""
+        if self.setting.implementation != "ours":
+            return
+        if self.setting.task_chunk == ALL_TASKS:
+            self.ours.task_chunk = len(self.batch)
+            self.chosen = {"task_chunk": len(self.batch), "task_chunk_choice": "set (all tasks)"}
+        else:
             self.chosen = choose_task_chunk(self.ours, self.batch, self.device, self.execution)
 
     def meta_gradient(self, batch) -> None:
@@ -182,8 +188,7 @@ class Implementation:
                 (F.cross_entropy(learner(batch.query_x[task]), batch.query_y[task]) / tasks).backward()
         else:
             with autocast(self.execution, self.device):
-                self.ours.accumulate_meta_gradient(batch) if hasattr(self.ours, "accumulate_meta_gradient") \
-                    else self.ours.meta_loss(batch).backward()
+                self.ours.accumulate_meta_gradient(batch)
 
     def step(self) -> None:
         optimizer = self.optimizer if self.setting.implementation == "l2l" else self.ours.optimizer
@@ -268,12 +273,12 @@ def gradient_agreement(setting: Setting, device: torch.device, batch, tasks: int
     for implementation in ("l2l", "ours"):
         built = Implementation(replace(setting, implementation=implementation, autocast=None), device, sub, torch.float64)
         if implementation == "ours":
-            built.ours.task_chunk = setting.task_chunk or 2
+            built.ours.task_chunk = setting.task_chunk
         built.meta_gradient(sub)
         grads.append(built.gradients())
     if setting.autocast:  # the reduced-precision run against the float64 reference, in float32 inputs
         built = Implementation(setting, device, batch.slice(0, tasks))
-        built.ours.task_chunk = setting.task_chunk or 2
+        built.ours.task_chunk = setting.task_chunk
         built.meta_gradient(built.batch)
         grads[1] = {k: v.double() for k, v in built.gradients().items()}
     return max((grads[0][k] - grads[1][k]).abs().max().item() for k in grads[0])
@@ -285,22 +290,13 @@ def _memory_child(setting: Setting, device_name: str, task_chunk: int | None, th
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     _, batch, _ = batch_for(perf_suite(setting.quick), device)
-    implementation = Implementation(replace(setting, task_chunk=task_chunk or setting.task_chunk), device, batch)
-    if hasattr(implementation.ours, "task_chunk"):
-        implementation.ours.task_chunk = task_chunk
-    baseline = _resident_mb()
-    memory = PeakMemory(device)
-    baseline = min(baseline, _resident_mb())
+    implementation = Implementation(setting, device, batch)
+    implementation.ours.task_chunk = task_chunk
+    memory = PeakMemory(device)  # resets the high-water mark to the resident memory now
+    baseline = resident_mb()
     for _ in range(2):
         implementation.step()
     queue.put(memory.peak_mb() - (0.0 if device.type == "cuda" else baseline))
-
-
-def _resident_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return math.nan
 
 
 def peak_memory_mb(setting: Setting, device: torch.device, task_chunk: int | None) -> float:
@@ -332,7 +328,7 @@ def comparisons(quick: bool) -> list[Comparison]:
 
     groups = [
         Comparison("MAML second order, 1 step", [s("maml", "l2l"), s("maml", "ours"), s("maml", "ours", task_chunk=1),
-                                                 s("maml", "ours", task_chunk=0), s("maml", "ours", autocast="bf16")]),
+                                                 s("maml", "ours", task_chunk=ALL_TASKS), s("maml", "ours", autocast="bf16")]),
         Comparison("MAML second order, 5 steps", [s("maml", "l2l", inner_steps=5), s("maml", "ours", inner_steps=5)]),
         Comparison("first-order MAML, 1 step", [s("fomaml", "l2l"), s("fomaml", "ours")]),
         Comparison("first-order MAML, 5 steps", [s("fomaml", "l2l", inner_steps=5), s("fomaml", "ours", inner_steps=5)]),
@@ -377,12 +373,8 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
         progress(f"{group.title}: {len(group.settings)} implementation(s), {rounds} interleaved round(s)")
         built = []
         for setting in group.settings:
-            implementation = Implementation(replace(setting, task_chunk=setting.task_chunk or None), device, batch)
-            if setting.task_chunk == 0:  # every task of the batch in one grouped call
-                implementation.ours.task_chunk = len(batch)
-                implementation.chosen = {"task_chunk": len(batch), "task_chunk_choice": "set (all tasks)"}
-            else:
-                implementation.choose_chunk()
+            implementation = Implementation(setting, device, batch)
+            implementation.choose_chunk()
             built.append(implementation)
             if setting.implementation == "ours" and setting.task_chunk is None and not setting.autocast:
                 fastest_ours.setdefault(setting.method, implementation)

@@ -25,8 +25,8 @@ from bench.algorithms import ALGORITHMS, Algorithm, Hyperparameters, Problem
 from bench.algorithms.base import parse_hparams
 from bench.config import SUITE_OVERRIDABLE, Suite, load_suite
 from bench.environment import environment, resolve_device
-from bench.execution import ExecutionOptions, apply_compile, autocast, choose_task_chunk
 from bench.errors import BenchError, did_you_mean
+from bench.execution import ExecutionOptions, apply_compile, autocast, choose_task_chunk
 from bench.seeding import generator
 from bench.stats import mean_ci95
 from bench.tasks import TaskBatch, TaskSource, episode_hash, make_task_source
@@ -246,6 +246,13 @@ def _base_record(plan: RunPlan, run: PlannedRun, run_id: str, episodes: Episodes
     }
 
 
+def build_algorithm(plan: RunPlan, run: PlannedRun, episodes: Episodes) -> Algorithm:
+    """The run's algorithm, initialised from its own seed, on the plan's device."""
+    suite = plan.suite
+    problem = problem_for(suite, episodes.source)
+    return run.algorithm(run.hparams, problem, generator("suite", suite.name, "init", run.seed)).to(plan.device)
+
+
 def configure_execution(algorithm: Algorithm, options: ExecutionOptions, first_batch: TaskBatch,
                         device: torch.device) -> dict[str, Any]:
     """Apply the execution options to a new algorithm; returns the record's ``execution`` entry."""
@@ -269,8 +276,7 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
     wall_start = time.perf_counter()
     iteration = 0
     try:
-        problem = problem_for(suite, episodes.source)
-        algorithm = run.algorithm(run.hparams, problem, generator("suite", suite.name, "init", run.seed)).to(device)
+        algorithm = build_algorithm(plan, run, episodes)
         record["execution"] = configure_execution(algorithm, plan.execution, episodes.train(run.seed, 0), device)
         records.write_record(path, record)
         memory = PeakMemory(device)  # after the task-chunk measurement, whose peak is not the run's

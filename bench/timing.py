@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import math
 import resource
 import time
 from pathlib import Path
@@ -88,10 +89,22 @@ class PeakMemory:
     def peak_mb(self) -> float:
         if self.device.type == "cuda":
             return torch.cuda.max_memory_allocated(self.device) / 2**20
-        try:
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-        except OSError:
-            pass
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = _proc_status_mb("VmHWM")
+        return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _proc_status_mb(field: str) -> float | None:
+    """A memory field of ``/proc/self/status`` in MB (Linux), or None where there is none."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(f"{field}:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def resident_mb() -> float:
+    """The process's resident memory now, in MB (NaN where /proc is missing)."""
+    current = _proc_status_mb("VmRSS")
+    return current if current is not None else math.nan

@@ -21,6 +21,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import cost, perf  # noqa: E402
 from bench.leaderboard import leaderboards, records_frame, render  # noqa: E402
+from bench.records import MEASUREMENT_DIRS  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- leaderboard:(?P<suite>[\w.-]+):(?P<tier>\w+) -->\n)(?P<body>.*?)(<!-- /leaderboard -->)", re.S)
 RESULTS = ROOT / "results"
@@ -67,7 +68,7 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
 def report_pages(results_dir: Path = RESULTS) -> dict[Path, str]:
     """A page per suite that has completed records (running or failed runs make no table)."""
     pages = {}
-    for suite_dir in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name not in ("baselines", "perf", "cost")):
+    for suite_dir in sorted(p for p in results_dir.iterdir() if p.is_dir() and p.name not in ("baselines", *MEASUREMENT_DIRS)):
         if records_frame(results_dir, suite_dir.name).empty:
             continue
         body = render(leaderboards(results_dir, suite_dir.name), "markdown")

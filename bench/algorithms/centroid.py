@@ -26,7 +26,6 @@ class NearestCentroid(Algorithm):
     """
 
     family = "floor"
-    supports_task_chunks = False  # nothing is trained
     task_types = frozenset({"classification"})
     Hparams = Hyperparameters
 

@@ -29,10 +29,7 @@ def batch():
 @pytest.mark.parametrize("setting", SETTINGS, ids=lambda s: f"{s.method}-{s.inner_steps}step-{s.label.split('(')[1][:-1]}")
 def test_meta_training_step(benchmark, setting, batch):
     ours = Implementation(setting, torch.device("cpu"), batch)
-    if setting.task_chunk == 0:
-        ours.ours.task_chunk = len(batch)
-    else:
-        ours.choose_chunk()
+    ours.choose_chunk()
     reference = None if setting.method == "protonet" else Implementation(
         Setting(setting.method, "l2l", setting.inner_steps), torch.device("cpu"), batch)
     reference_seconds: list[float] = []
