@@ -97,6 +97,48 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", type=Path, default=Path("results"))
     board.add_argument("--tier", help="only this tier")
     board.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    report = commands.add_parser("report", help="write tables (Markdown, LaTeX, CSV), figures (PDF, PNG) and an HTML page")
+    report.add_argument("suites", nargs="*", help="suite names (default: every suite with records)")
+    report.add_argument("--results-dir", type=Path, default=Path("results"))
+    report.add_argument("--out", type=Path, default=Path("report"), help="output directory (default: report/)")
+
+    check = commands.add_parser("check", help="compare a suite's results with a baseline; exit 1 on a regression")
+    check.add_argument("suite", help="suite name or path to a suite file")
+    check.add_argument("--baseline", type=Path, required=True,
+                       help="a baseline file (results/baselines/SUITE-TIER.json) or a directory of records")
+    check.add_argument("--tier", help="the baseline's tier (default: the one the baseline file records)")
+    check.add_argument("--algorithms", type=_names, help="comma-separated names (default: every algorithm of the baseline)")
+    check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a hyperparameter for the new runs, as in `run` (e.g. maml.inner_lr=0)")
+    check.add_argument("--records", type=Path, metavar="DIR",
+                       help="compare the records stored under DIR instead of running the suite")
+    check.add_argument("--results-dir", type=Path,
+                       help="where the new runs' records go (default: a new temporary directory, named in the summary)")
+    check.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+    check.add_argument("--alpha", type=float, default=0.05, help="level of the one-sided paired test (default 0.05)")
+    check.add_argument("--min-effect", type=float,
+                       help="smallest change that counts: accuracy points (default 2) or, for MSE, a share of the "
+                            "baseline (default 0.10)")
+    check.add_argument("--speed-tolerance", type=float, default=0.5,
+                       help="a throughput below (1 - T) x the baseline's is a regression (default 0.5)")
+    check.add_argument("--memory-tolerance", type=float, default=0.5,
+                       help="a peak memory above (1 + T) x the baseline's is a regression (default 0.5)")
+    check.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON summary here")
+    check.add_argument("--markdown", type=Path, metavar="FILE",
+                       help="also write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
+
+    baseline = commands.add_parser("baseline", help="run a suite tier and write its baseline for `bench check`")
+    baseline.add_argument("suite")
+    baseline.add_argument("--tier", default="smoke")
+    baseline.add_argument("--algorithms", type=_names, help="comma-separated names (default: all that apply)")
+    baseline.add_argument("--seeds", type=_seeds, help="comma-separated training seeds (default: the tier's)")
+    baseline.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    baseline.add_argument("--results-dir", type=Path, default=Path("results"), help="the runs' records are kept here")
+    baseline.add_argument("--from-records", action="store_true", help="build it from the newest stored records; run nothing")
+    baseline.add_argument("--out", type=Path, help="default: results/baselines/SUITE-TIER.json")
+    baseline.add_argument("--replace", action="store_true", help="overwrite an existing baseline file")
+    baseline.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
+
     fetch = commands.add_parser("download", help="download a dataset's official archives, checking their checksums")
     fetch.add_argument("dataset", help="omniglot, tiny-imagenet or text")
     fetch.add_argument("--data-dir", type=Path, help="where to put them (default: $BENCH_DATA_DIR or ~/.cache/bench/data)")
@@ -239,12 +281,50 @@ def _leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from bench.report import build_report
+
+    written = build_report(args.results_dir, args.out, args.suites or None)
+    log.info("%d files written under %s", len(written), args.out)
+    print(args.out / "index.html")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    from bench import check
+    from bench.records import write_atomic
+
+    thresholds = check.Thresholds(alpha=args.alpha, min_effect=args.min_effect, speed_tolerance=args.speed_tolerance,
+                                  memory_tolerance=args.memory_tolerance)
+    for target in (args.json, args.markdown):  # an unwritable summary path is bad input: refuse before running
+        if target is not None and target.is_dir():
+            raise BenchError(f"{target} is a directory; give a file name for the summary")
+    summary = check.run_check(args.suite, args.baseline, args.tier, args.algorithms, args.overrides, args.results_dir,
+                              args.records, args.device, thresholds, progress=not args.quiet)
+    markdown = check.render_markdown(summary)
+    print(markdown)
+    if args.json:
+        write_atomic(args.json, json.dumps(summary, indent=1) + "\n")
+    if args.markdown:
+        write_atomic(args.markdown, markdown)
+    return 0 if summary["passed"] else 1
+
+
+def _baseline(args: argparse.Namespace) -> int:
+    from bench import check
+
+    baseline, path = check.make_baseline(args.suite, args.tier, args.out, args.algorithms, args.seeds, args.overrides,
+                                         args.results_dir, args.from_records, args.replace, args.device, not args.quiet)
+    print(f"baseline of {baseline.suite} ({baseline.tier} tier, {len(baseline.entries)} algorithms) written to {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     handlers = {"list": _list, "validate": _validate, "run": _run, "perf": _perf, "cost": _cost, "leaderboard": _leaderboard,
-                "download": _download}
+                "report": _report, "check": _check, "baseline": _baseline, "download": _download}
     try:
         return handlers[args.command](args)
     except BenchError as exc:

@@ -41,12 +41,16 @@ SLOWER_THAN_BEST_TO_STOP = 1.3  # candidates are timed smallest first; stop once
 @dataclass(frozen=True)
 class ExecutionOptions:
     task_chunk: int | None = None  # None: chosen by measurement (cached per device and configuration)
+    # Per algorithm, where ``task_chunk`` is unset: `bench check` repeats the baseline runs' chunks.
+    task_chunks: dict[str, int] | None = None
     checkpoint_inner_steps: bool = False
     autocast: str | None = None  # "bf16", or None for the parameters' own precision
     compile: bool = False
 
     def check(self, algorithms: list[Any], hparams: dict[str, Any], device: torch.device) -> None:
         """Refuse combinations that cannot run, before any work starts."""
+        if any(chunk < 1 for chunk in (self.task_chunks or {}).values()):
+            raise BenchError(f"task chunks {self.task_chunks}: expected positive numbers of tasks")
         if self.task_chunk is not None and self.task_chunk < 1:
             raise BenchError(f"--task-chunk {self.task_chunk}: expected a positive number of tasks "
                              "(or leave it unset to measure the fastest)")
@@ -59,7 +63,8 @@ class ExecutionOptions:
                     raise BenchError(f"--compile: {algorithm.name} {reason}; run it without --compile")
 
     def as_record(self) -> dict[str, Any]:
-        return asdict(self)
+        """The options every run of a plan shares (a per-algorithm chunk is recorded as the run's ``task_chunk``)."""
+        return {k: v for k, v in asdict(self).items() if k != "task_chunks"}
 
 
 def compile_unsupported(algorithm: type, hparams: Any) -> str | None:
@@ -143,6 +148,9 @@ def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, op
     if options.task_chunk is not None:
         algorithm.task_chunk = min(options.task_chunk, len(batch))
         return {"task_chunk": algorithm.task_chunk, "task_chunk_choice": "set"}
+    if algorithm.name in (options.task_chunks or {}):
+        algorithm.task_chunk = min(options.task_chunks[algorithm.name], len(batch))
+        return {"task_chunk": algorithm.task_chunk, "task_chunk_choice": "set to the baseline's"}
     key = _configuration_key(algorithm, batch, device, options)
     path = _cache_path()
     try:

@@ -5,6 +5,11 @@ Records share a table only when they are comparable: same suite version, tier an
 seed counts. ``mean`` is the mean over seeds of each seed's test mean; ``ci95`` is the mean over
 seeds of each seed's 95% interval over test episodes (episode sampling); ``seed_std`` is the
 spread of the seed means (training randomness).
+
+Ranks: entries tie unless a paired t-test on the identical test episodes (each algorithm's
+per-episode metric averaged over its seeds) finds a difference at the 5% level; tied entries share
+their average rank (``bench.stats.ranks_with_ties``). Where the episode lists differ the
+Meta-Dataset interval rule decides instead, and the table's description says which was used.
 """
 
 from __future__ import annotations
@@ -14,14 +19,18 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from bench import records
-from bench.config import Suite, load_suite
+from bench.config import PublishedResult, Suite, load_suite
 from bench.errors import BenchError
+from bench.stats import ALPHA, PAIRED_TEST, UNPAIRED_RULE, paired_p_value, ranks_with_ties
 
 COLUMNS = ["rank", "algorithm", "family", "mean", "ci95", "seed_std", "n_seeds", "seeds", "n_episodes", "test_steps",
-           "meta_train_tasks_per_s", "test_tasks_per_s", "data_share", "peak_mem_mb", "wall_time_s", "published"]
+           "meta_train_tasks_per_s", "test_tasks_per_s", "data_share", "peak_mem_mb", "wall_time_s", "published",
+           "published_value", "published_diff", "tie_group"]
+SHOWN_APART = ("published_value", "tie_group")  # in JSON and CSV; the printed tables show rank and the published text
 FLOOR = "centroid"  # nearest centroid on frozen sentence embeddings: the floor of the text suites
 
 
@@ -54,14 +63,48 @@ def _not_applicable(suite: Suite | None, protocol: dict[str, Any]) -> dict[str, 
             if (reason := ALGORITHMS.get(name).inapplicable(suite)) is not None}
 
 
-def _published(suite: Suite | None, algorithm: str, protocol: dict[str, Any]) -> str:
+def published_entry(suite: Suite | None, algorithm: str, protocol: dict[str, Any]) -> PublishedResult | None:
+    """The suite's published number for ``algorithm`` under this protocol, if there is one."""
     if suite is None:
-        return ""
+        return None
     for entry in suite.published:
         if entry.algorithm == algorithm and all(protocol.get(k) == v for k, v in entry.conditions.items()):
-            ci = f" +- {entry.ci95:g}" if entry.ci95 is not None else ""
-            return f"{entry.value:g}{ci} ({entry.label}: {entry.source})"
-    return ""
+            return entry
+    return None
+
+
+def _published_text(entry: PublishedResult | None) -> str:
+    if entry is None:
+        return ""
+    ci = f" +- {entry.ci95:g}" if entry.ci95 is not None else ""
+    return f"{entry.value:g}{ci} ({entry.label}: {entry.source})"
+
+
+def per_episode_means(group: pd.DataFrame) -> dict[str, np.ndarray] | None:
+    """Each algorithm's per-episode metric averaged over its seeds, when every record of the group
+    was tested on the same episode list (same hash); otherwise None (no paired test possible)."""
+    hashes = set(group["test_sha256"])
+    if len(hashes) != 1 or None in hashes or any(p is None for p in group["per_task"]):
+        return None
+    return {algorithm: np.mean(np.array(list(rows["per_task"]), dtype=np.float64), axis=0)
+            for algorithm, rows in group.groupby("algorithm")}
+
+
+def rank(table: pd.DataFrame, per_episode: dict[str, np.ndarray] | None) -> tuple[list[float], list[int], str]:
+    """Average ranks with ties (the table is sorted best first), the tie groups, and the test used."""
+    algorithms = list(table["algorithm"])
+    if per_episode is not None:
+        def differ(i: int, j: int) -> bool:
+            return paired_p_value(per_episode[algorithms[i]], per_episode[algorithms[j]]) < ALPHA
+        test = PAIRED_TEST + " (per-episode values averaged over seeds)"
+    else:
+        means, cis = list(table["mean"]), list(table["ci95"])
+
+        def differ(i: int, j: int) -> bool:
+            return abs(means[i] - means[j]) > math.sqrt(cis[i] ** 2 + cis[j] ** 2)
+        test = UNPAIRED_RULE
+    ranks, groups = ranks_with_ties(len(table), differ)
+    return ranks, groups, test
 
 
 def records_frame(results_dir: Path, suite_name: str) -> pd.DataFrame:
@@ -88,6 +131,8 @@ def records_frame(results_dir: Path, suite_name: str) -> pd.DataFrame:
             "test_steps": record["metric"]["inner_steps"],
             "lower_is_better": record["metric"]["lower_is_better"],
             "metric": record["metric"]["name"],
+            "per_task": record["metric"].get("per_task"),
+            "test_sha256": record["seeds"]["test_episodes"].get("sha256"),
             "meta_train_tasks_per_s": record["timing"]["meta_train_tasks_per_s"],
             "test_tasks_per_s": record["timing"]["test_tasks_per_s"],
             "data_share": record["timing"].get("data_share") if record["timing"].get("data_share") is not None else math.nan,
@@ -103,7 +148,8 @@ def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = No
     results_dir = Path(results_dir)
     frame = records_frame(results_dir, suite_name)
     if frame.empty:
-        raise BenchError(f"no completed records for suite {suite_name!r} under {results_dir}; run `python -m bench run {suite_name}` first")
+        raise BenchError(f"no completed records for suite {suite_name!r} under {results_dir}; "
+                         f"run `python -m bench run {suite_name}` first")
     if tier is not None:
         frame = frame[frame["tier"] == tier]
         if frame.empty:
@@ -135,9 +181,14 @@ def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = No
             peak_mem_mb=("peak_mem_mb", "max"),
             wall_time_s=("wall_time_s", "mean"),
         ).reset_index()
-        table = table.sort_values("mean", ascending=lower).reset_index(drop=True)
-        table.insert(0, "rank", range(1, len(table) + 1))
-        table["published"] = [_published(suite, a, protocol) for a in table["algorithm"]]
+        table = table.sort_values(["mean", "algorithm"], ascending=[lower, True]).reset_index(drop=True)
+        ranks, groups, tie_test = rank(table, per_episode_means(newest))
+        table.insert(0, "rank", ranks)
+        table["tie_group"] = groups
+        entries = [published_entry(suite, a, protocol) for a in table["algorithm"]]
+        table["published"] = [_published_text(e) for e in entries]
+        table["published_value"] = [e.value if e else math.nan for e in entries]
+        table["published_diff"] = table["mean"] - table["published_value"]
         floor = _floor(frame, version, tier_name, protocol)
         columns = COLUMNS
         if floor is not None:
@@ -146,10 +197,26 @@ def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = No
         description = {
             "suite": suite_name, "suite_version": int(version), "tier": tier_name, "protocol_hash": protocol_hash,
             "metric": newest["metric"].iloc[0], "lower_is_better": lower, "protocol": protocol, "floor": floor,
-            "not_applicable": _not_applicable(suite, protocol),
+            "not_applicable": _not_applicable(suite, protocol), "tie_test": tie_test,
+            "n_records": len(newest), "record_paths": sorted(newest["path"]),
         }
         tables.append((description, table[columns]))
     return tables
+
+
+def average_ranks(boards: list[tuple[dict[str, Any], pd.DataFrame]]) -> pd.DataFrame:
+    """Each algorithm's rank averaged over the given tables (one per suite and setting).
+
+    An algorithm is averaged over the tables it appears in (``n_tables`` says how many), so
+    compare averages of entries with the same ``n_tables``.
+    """
+    ranks: dict[str, list[float]] = {}
+    for _, table in boards:
+        for algorithm, value in zip(table["algorithm"], table["rank"], strict=True):
+            ranks.setdefault(algorithm, []).append(float(value))
+    frame = pd.DataFrame([{"algorithm": a, "average_rank": float(np.mean(r)), "n_tables": len(r)}
+                          for a, r in ranks.items()], columns=["algorithm", "average_rank", "n_tables"])
+    return frame.sort_values(["n_tables", "average_rank", "algorithm"], ascending=[False, True, True]).reset_index(drop=True)
 
 
 def _markdown(table: pd.DataFrame) -> str:
@@ -192,6 +259,9 @@ def _text_encoder(model: dict[str, Any]) -> str:
 def _notes(description: dict[str, Any]) -> str:
     """The floor and the algorithms that cannot run here, with why: shown under the table."""
     lines = []
+    if description.get("tie_test"):
+        lines.append(f"rank: tied entries share their average rank; two entries tie unless a {description['tie_test']} "
+                     "finds a difference. published_diff: ours - published.")
     if description.get("floor") is not None:
         lines.append(f"vs_floor: difference from the floor, {FLOOR} (nearest centroid on frozen all-MiniLM-L6-v2 "
                      f"embeddings) = {description['floor']:.4g} on the same test episodes.")
@@ -231,15 +301,15 @@ def render(tables: list[tuple[dict[str, Any], pd.DataFrame]], fmt: str = "table"
                             "lower_is_better": description["lower_is_better"]})
         return json.dumps(out, indent=1)
     if fmt == "csv":
-        return "".join(
-            table.assign(tier=d["tier"], protocol_hash=d["protocol_hash"], metric=d["metric"]).to_csv(index=False, header=(i == 0))
-            for i, (d, table) in enumerate(tables)
-        )
+        # One header for every table (only text suites have vs_floor): concatenate, then write.
+        return pd.concat([table.assign(suite=d["suite"], tier=d["tier"], protocol_hash=d["protocol_hash"], metric=d["metric"])
+                          for d, table in tables], ignore_index=True).to_csv(index=False)
+    shown = [(d, t.drop(columns=[c for c in SHOWN_APART if c in t])) for d, t in tables]
     if fmt == "markdown":
         return "\n\n".join(f"**{_title(d)}**\n\n{_markdown(t)}" + (f"\n\n{_notes(d)}" if _notes(d) else "")
-                           for d, t in tables)
+                           for d, t in shown)
     if fmt == "table":
         with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 60):
             return "\n\n".join(f"{_title(d)}\n{t.to_string(index=False, float_format=lambda v: f'{v:.4g}')}"
-                               + (f"\n{_notes(d)}" if _notes(d) else "") for d, t in tables)
+                               + (f"\n{_notes(d)}" if _notes(d) else "") for d, t in shown)
     raise BenchError(f"unknown format {fmt!r}; use table, json, csv or markdown")

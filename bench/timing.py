@@ -49,13 +49,17 @@ class SegmentTimer:
         self._segments.append((self._open, self._mark()))
         self._open = None
 
-    def seconds(self) -> float:
-        """Total of the closed segments; on CUDA this waits for the device once."""
+    def segment_seconds(self) -> list[float]:
+        """The duration of each closed segment; on CUDA this waits for the device once."""
         if self.uses_cuda_events:
             if self._segments:
                 self._segments[-1][1].synchronize()
-            return sum(start.elapsed_time(end) for start, end in self._segments) / 1000.0
-        return sum(end - start for start, end in self._segments)
+            return [start.elapsed_time(end) / 1000.0 for start, end in self._segments]
+        return [end - start for start, end in self._segments]
+
+    def seconds(self) -> float:
+        """Total of the closed segments; on CUDA this waits for the device once."""
+        return sum(self.segment_seconds())
 
 
 class PeakMemory:
