@@ -4,7 +4,7 @@ and one ``index.html`` linking them, for every suite with completed records.
 Layout under ``out_dir``::
 
     index.html
-    average-rank-<tier>.{md,tex,csv}             (when bench.leaderboard has average_ranks)
+    average-rank-<tier>.{md,tex,csv}
     <suite>/<tier>-<protocol_hash>-table.{md,tex,csv}
     <suite>/<tier>-<protocol_hash>-{metric,pareto,curves}.{pdf,png}
     shots/<suites>-<tier>-<key>-shots.{pdf,png}   (suites that differ only in shots)
@@ -342,27 +342,26 @@ def build_report(results_dir: Path, out_dir: Path, suites: list[str] | None = No
                 "seed means. Click a figure for its PDF.</p>")
     body.append("<nav>Suites: " + " · ".join(f'<a href="#{html.escape(n)}">{html.escape(n)}</a>' for n in names) + "</nav>")
 
-    if hasattr(leaderboard, "average_ranks"):
-        body.append("<h2 id=\"average-rank\">Average rank across suites</h2>")
-        for tier in sorted({d["tier"] for tables in boards.values() for d, _ in tables}):
-            ranked = [(d, t) for tables in boards.values() for d, t in tables if d["tier"] == tier and len(t) > 1]
-            if not ranked:
-                continue
-            average = leaderboard.average_ranks(ranked)
-            shown = pd.DataFrame({"algorithm": average["algorithm"],
-                                  "average rank": [f"{v:.2f}" for v in average["average_rank"]],
-                                  "tables": [str(n) for n in average["n_tables"]]})
-            caption = (f"Average rank across suites, {tier} tier ({len(ranked)} table{'s' if len(ranked) > 1 else ''} "
-                       "with two or more algorithms)")
-            notes = ["Each algorithm's rank averaged over the tables it appears in; compare entries with the same "
-                     "number of tables. Tables: " + "; ".join(f"{d['suite']} {d['protocol_hash']}" for d, _ in ranked) + "."]
-            base = out_dir / f"average-rank-{tier}"
-            files = [base.with_name(base.name + ext) for ext in (".md", ".tex", ".csv")]
-            _write(files[0], markdown(caption, shown, notes), written)
-            _write(files[1], latex(caption, f"tab:average-rank-{tier}", shown, notes), written)
-            _write(files[2], average.to_csv(index=False), written)
-            body.append(f"<h3>{html.escape(caption)}</h3>" + shown.to_html(index=False, border=0, classes="board ranks")
-                        + _paragraphs(notes) + f'<p class="note">{_links(out_dir, files)}</p>')
+    body.append("<h2 id=\"average-rank\">Average rank across suites</h2>")
+    for tier in sorted({d["tier"] for tables in boards.values() for d, _ in tables}):
+        ranked = [(d, t) for tables in boards.values() for d, t in tables if d["tier"] == tier and len(t) > 1]
+        if not ranked:
+            continue
+        average = leaderboard.average_ranks(ranked)
+        shown = pd.DataFrame({"algorithm": average["algorithm"],
+                              "average rank": [f"{v:.2f}" for v in average["average_rank"]],
+                              "tables": [str(n) for n in average["n_tables"]]})
+        caption = (f"Average rank across suites, {tier} tier ({len(ranked)} table{'s' if len(ranked) > 1 else ''} "
+                   "with two or more algorithms)")
+        notes = ["Each algorithm's rank averaged over the tables it appears in; compare entries with the same "
+                 "number of tables. Tables: " + "; ".join(f"{d['suite']} {d['protocol_hash']}" for d, _ in ranked) + "."]
+        base = out_dir / f"average-rank-{tier}"
+        files = [base.with_name(base.name + ext) for ext in (".md", ".tex", ".csv")]
+        _write(files[0], markdown(caption, shown, notes), written)
+        _write(files[1], latex(caption, f"tab:average-rank-{tier}", shown, notes), written)
+        _write(files[2], average.to_csv(index=False), written)
+        body.append(f"<h3>{html.escape(caption)}</h3>" + shown.to_html(index=False, border=0, classes="board ranks")
+                    + _paragraphs(notes) + f'<p class="note">{_links(out_dir, files)}</p>')
 
     for name in names:
         body.append(f'<h2 id="{html.escape(name)}">{html.escape(name)}</h2>')
@@ -446,7 +445,3 @@ def _remove_stale(out_dir: Path, written: list[Path]) -> None:
             path.unlink()
     records.write_atomic(manifest, "\n".join(now) + "\n")
 
-
-def report(results_dir: Path, out_dir: Path, suites: list[str] | None = None) -> list[Path]:
-    """The public entry of ``python -m bench report``: same as ``build_report``."""
-    return build_report(results_dir, out_dir, suites)

@@ -52,12 +52,15 @@ def test_a_large_but_noisy_difference_is_not_a_regression():
 
 
 def test_speed_and_memory_are_judged_only_on_the_same_machine_class_and_long_enough_segments():
-    slow = compare_ratio("tasks/s", 100.0, 40.0, 2.0, 5.0, True, 0.5, same_machine=True)
+    train, test = "meta-train tasks/s", "test episodes/s"
+    slow = compare_ratio(train, 100.0, 40.0, 2.0, 5.0, True, 0.5, same_machine=True)
     assert slow["verdict"] == "regression" and slow["ratio"] == 0.4
-    assert compare_ratio("tasks/s", 100.0, 60.0, 2.0, 3.3, True, 0.5, True)["verdict"] == "ok"
-    elsewhere = compare_ratio("tasks/s", 100.0, 40.0, 2.0, 5.0, True, 0.5, same_machine=False)
+    assert compare_ratio(train, 100.0, 60.0, 2.0, 3.3, True, 0.5, True)["verdict"] == "ok"
+    elsewhere = compare_ratio(train, 100.0, 40.0, 2.0, 5.0, True, 0.5, same_machine=False)
     assert elsewhere["verdict"] == "not judged" and "machine" in elsewhere["why"]
-    assert compare_ratio("tasks/s", 100.0, 40.0, 0.01, 0.03, True, 0.5, True)["verdict"] == "not judged"
+    assert compare_ratio(train, 100.0, 40.0, 0.01, 0.03, True, 0.5, True)["verdict"] == "not judged"
+    assert compare_ratio(test, 100.0, 40.0, 1.0, 2.5, True, 0.5, True)["verdict"] == "not judged"  # one short call
+    assert compare_ratio(test, 100.0, 40.0, 2.0, 5.0, True, 0.5, True)["verdict"] == "regression"
     assert compare_ratio("MB", 500.0, 800.0, None, None, False, 0.5, True)["verdict"] == "regression"
     assert compare_ratio("MB", 500.0, 700.0, None, None, False, 0.5, True)["verdict"] == "ok"
 

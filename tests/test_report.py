@@ -52,8 +52,7 @@ def test_every_table_gets_its_tables_and_figures(results, built):
             assert (out / f"{base}-{name}") in written, f"{base}-{name}"
     assert len(list((out / "shots").glob("sine-smoke-*-shots.pdf"))) == 1
     assert len(list((out / "shots").glob("sine-smoke-*-shots.png"))) == 1
-    if hasattr(leaderboard, "average_ranks"):
-        assert (out / "average-rank-smoke.csv") in written
+    assert (out / "average-rank-smoke.csv") in written
     assert out / "index.html" in written
 
 
@@ -110,10 +109,9 @@ def test_rebuilding_gives_the_same_bytes_and_removes_only_our_stale_files(result
     assert after == before
 
 
-def test_without_average_ranks_and_with_a_subset_of_suites(results, tmp_path, monkeypatch):
-    monkeypatch.delattr(leaderboard, "average_ranks", raising=False)
+def test_a_subset_of_suites(results, tmp_path):
     written = build_report(results[0], tmp_path, ["sine-k5"])
-    assert not list(tmp_path.glob("average-rank-*")) and not (tmp_path / "sine").exists()
+    assert not (tmp_path / "sine").exists()
     assert not (tmp_path / "shots").exists()  # one shot value: nothing to plot
     assert sum(p.suffix == ".png" for p in written) == 3
 
