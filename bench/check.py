@@ -121,11 +121,8 @@ def entries_from_records(results_dir: Path, suite: str, tier: str, protocol_hash
     if len(protocols) > 1:
         raise BenchError(f"{results_dir}: the {tier}-tier records of {suite!r} have {len(protocols)} protocols "
                          f"({', '.join(sorted(protocols))}); keep one protocol's records in the directory")
-    newest: dict[tuple[str, int], dict[str, Any]] = {}
-    for record in sorted(found, key=lambda r: r["started_at"]):
-        newest[(record["algorithm"]["name"], record["seeds"]["training_seed"])] = record
     by_algorithm: dict[str, list[dict[str, Any]]] = {}
-    for (algorithm, _), record in sorted(newest.items()):
+    for (algorithm, _), record in records.newest_per_seed(found).items():
         by_algorithm.setdefault(algorithm, []).append(record)
     return {algorithm: _entry(runs) for algorithm, runs in by_algorithm.items()}
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 import io
 import logging
 import math
-import os
-import tempfile
 import textwrap
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,6 +24,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
+
+from bench.records import write_atomic
 
 WIDTH_IN = 3.4
 DPI = 300
@@ -323,20 +323,6 @@ def shots_figure(title: str, points: dict[str, list[tuple[int, float, float]]], 
     return fig
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 @contextmanager
 def _saving() -> Iterator[None]:
     """The style, and fontTools quiet: it logs every font subset at INFO, which the CLI shows."""
@@ -359,6 +345,6 @@ def save(fig: Figure, base: Path) -> list[Path]:
             buffer = io.BytesIO()
             fig.savefig(buffer, format=fmt, dpi=DPI, metadata=metadata)
             path = base.with_name(f"{base.name}.{fmt}")
-            write_bytes_atomic(path, buffer.getvalue())
+            write_atomic(path, buffer.getvalue())
             written.append(path)
     return written

@@ -37,13 +37,13 @@ def record_path(results_dir: Path, suite: str, tier: str, algorithm: str, seed: 
     return results_dir / suite / tier / f"{algorithm}-seed{seed}-{run_id}.json"
 
 
-def write_atomic(path: Path, text: str) -> None:
+def write_atomic(path: Path, text: str | bytes) -> None:
     """Write via a temporary file in the same directory and ``os.replace``: readers see the old
     file or the new one, never half of one, even if the process dies mid-write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
@@ -102,6 +102,14 @@ def load_records(results_dir: Path, suite: str | None = None) -> list[dict[str, 
         record["_path"] = str(path)
         records.append(record)
     return records
+
+
+def newest_per_seed(found: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The newest record (by start time) of each (algorithm, training seed): the one that counts."""
+    newest: dict[tuple[str, int], dict[str, Any]] = {}
+    for record in sorted(found, key=lambda r: r["started_at"]):
+        newest[(record["algorithm"]["name"], record["seeds"]["training_seed"])] = record
+    return dict(sorted(newest.items()))
 
 
 def check_writable(results_dir: Path) -> None:

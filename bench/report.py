@@ -56,15 +56,11 @@ def suites_with_records(results_dir: Path) -> list[str]:
 def table_records(all_records: list[dict[str, Any]], description: dict[str, Any]) -> list[dict[str, Any]]:
     """The records a leaderboard table counts: completed, same suite version, tier and protocol,
     the newest per (algorithm, seed)."""
-    newest: dict[tuple[str, int], dict[str, Any]] = {}
-    for record in all_records:
-        suite = record["suite"]
-        if (record["status"] == "completed" and suite["version"] == description["suite_version"]
-                and suite["tier"] == description["tier"] and suite["protocol_hash"] == description["protocol_hash"]):
-            key = (record["algorithm"]["name"], record["seeds"]["training_seed"])
-            if key not in newest or record["started_at"] >= newest[key]["started_at"]:
-                newest[key] = record
-    return [newest[k] for k in sorted(newest)]
+    return list(records.newest_per_seed([
+        r for r in all_records
+        if r["status"] == "completed" and r["suite"]["version"] == description["suite_version"]
+        and r["suite"]["tier"] == description["tier"] and r["suite"]["protocol_hash"] == description["protocol_hash"]
+    ]).values())
 
 
 # --- tables -------------------------------------------------------------------------------------
