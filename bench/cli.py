@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from pathlib import Path
 
@@ -33,8 +34,56 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {value}")
+    return value
+
+
+def _number(text: str, positive: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise argparse.ArgumentTypeError(f"expected a number {'> 0' if positive else '>= 0'}, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, positive=True)
+
+
+def _non_negative_float(text: str) -> float:
+    return _number(text, positive=False)
+
+
 def _names(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _add_executor_arguments(command: argparse.ArgumentParser) -> None:
+    group = command.add_argument_group("executor (where the runs execute; results are the same)")
+    group.add_argument("--executor", choices=["local", "ray"], default="local",
+                       help="local: one run after another in this process (default); ray: each run a Ray task "
+                            "(pip install .[ray])")
+    group.add_argument("--address", help="ray: the cluster to join (e.g. auto, or ray://HOST:10001); "
+                                         "default: start a local Ray instance")
+    group.add_argument("--cpus-per-job", type=_positive_float, default=1.0, metavar="N",
+                       help="ray: CPUs each run reserves, and its torch threads (default 1)")
+    group.add_argument("--gpus-per-job", type=_non_negative_float, default=0.0, metavar="N",
+                       help="ray: GPUs each run reserves (default 0; fractions share a GPU)")
+    group.add_argument("--retries", type=_non_negative_int, default=2, metavar="N",
+                       help="ray: times a run whose worker died is started again (default 2)")
+    group.add_argument("--checkpoint-every", type=_non_negative_int, metavar="N",
+                       help="save a run's training state every N meta-iterations (atomically, for --resume and "
+                            "retries; default: at every validation; 0: never)")
+    group.add_argument("--threads", type=_positive_int, metavar="N",
+                       help="torch threads of each run (default: torch's own for local, --cpus-per-job for ray)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -72,6 +121,12 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--autocast", choices=["bf16"], help="run meta-training and evaluation under bfloat16 autocast")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the backbone's forward (first-order and non-gradient methods only)")
+    run.add_argument("--dry-run", action="store_true",
+                     help="check everything and print the planned runs; run nothing, write nothing")
+    _add_executor_arguments(run)
+    run.add_argument("--resume", action="store_true",
+                     help="skip runs already finished in --results-dir, continue interrupted ones from their last "
+                          "checkpoint, run the rest")
 
     perf = commands.add_parser("perf", help="time our gradient-based core against learn2learn, side by side")
     perf.add_argument("--format", choices=["table", "json"], default="table")
@@ -123,6 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a throughput below (1 - T) x the baseline's is a regression (default 0.5)")
     check.add_argument("--memory-tolerance", type=float, default=0.5,
                        help="a peak memory above (1 + T) x the baseline's is a regression (default 0.5)")
+    _add_executor_arguments(check)
     check.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON summary here")
     check.add_argument("--markdown", type=Path, metavar="FILE",
                        help="also write the Markdown summary here (e.g. $GITHUB_STEP_SUMMARY)")
@@ -199,6 +255,12 @@ def _run(args: argparse.Namespace) -> int:
                     execution)
     log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
+    if args.dry_run:
+        for run in plan.runs:
+            print(f"{plan.suite.name} ({plan.suite.tier} tier): {run.algorithm.name} seed {run.seed}")
+        for name, why in plan.skipped.items():
+            print(f"not run: {name}: {why}")
+        return 0
     results = execute(plan, progress=not args.quiet)
     failed = [r for r in results if r["status"] != "completed"]
     if len(failed) < len(results):
