@@ -61,7 +61,12 @@ def run(
     device: str = "auto",
     overrides: list[str] | tuple[str, ...] = (),
     progress: bool = True,
+    executor: Any = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run ``algorithms`` (all that apply when None) on ``suite``; returns the run records."""
+    """Run ``algorithms`` (all that apply when None) on ``suite``; returns the run records.
+
+    ``executor``: ``bench.executors.LocalExecutor()`` (the default) or ``RayExecutor(address, ...)``;
+    ``resume`` skips runs finished in ``results_dir`` and continues interrupted ones."""
     plan = plan_run(suite, algorithms, seeds, tier, results_dir, device, overrides)
-    return execute(plan, progress=progress)
+    return execute(plan, progress=progress, executor=executor, resume=resume)

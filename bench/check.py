@@ -54,12 +54,12 @@ class Thresholds:
     def check(self) -> None:
         if not 0 < self.alpha < 1:
             raise BenchError(f"--alpha {self.alpha}: expected a level between 0 and 1, e.g. 0.05")
-        if self.min_effect is not None and self.min_effect < 0:
-            raise BenchError(f"--min-effect {self.min_effect}: expected a size >= 0")
+        if self.min_effect is not None and not 0 <= self.min_effect < math.inf:
+            raise BenchError(f"--min-effect {self.min_effect}: expected a finite size >= 0")
         if not 0 <= self.speed_tolerance < 1:
             raise BenchError(f"--speed-tolerance {self.speed_tolerance}: expected a share in [0, 1), e.g. 0.5")
-        if self.memory_tolerance < 0:
-            raise BenchError(f"--memory-tolerance {self.memory_tolerance}: expected a share >= 0, e.g. 0.5")
+        if not 0 <= self.memory_tolerance < math.inf:
+            raise BenchError(f"--memory-tolerance {self.memory_tolerance}: expected a finite share >= 0, e.g. 0.5")
 
 
 def machine_class(environment: dict[str, Any]) -> dict[str, Any]:
@@ -137,9 +137,14 @@ def entries_from_run(done: list[dict[str, Any]]) -> dict[str, Entry]:
 def _entry(runs: list[dict[str, Any]]) -> Entry:
     first = runs[0]
     hashes = {r["seeds"]["test_episodes"].get("sha256") for r in runs}
-    per_task = np.mean(np.array([r["metric"]["per_task"] for r in runs], dtype=np.float64), axis=0)
+    values = [r["metric"].get("per_task") for r in runs]
+    if any(v is None for v in values) or len({len(v) for v in values}) != 1:
+        paths = ", ".join(str(r.get("_path", f"seed {r['seeds']['training_seed']}")) for r in runs)
+        raise BenchError(f"{first['algorithm']['name']}: its records ({paths}) do not all hold per-episode values of "
+                         "the same episodes; a paired comparison needs them: rerun the algorithm or move the odd record away")
+    per_task = np.mean(np.array(values, dtype=np.float64), axis=0)
     classes = [machine_class(r["environment"]) for r in runs]
-    chunks = {r.get("execution", {}).get("task_chunk") for r in runs}
+    chunks = {(r.get("execution") or {}).get("task_chunk") for r in runs}
     return Entry(
         algorithm=first["algorithm"]["name"], metric=first["metric"]["name"],
         lower_is_better=first["metric"]["lower_is_better"], per_task=per_task.tolist(),
@@ -203,8 +208,8 @@ def load_baseline(path: Path, suite: str, tier: str | None) -> Baseline:
             raise ValueError("no entries")
         baseline = Baseline(data["suite"], data["tier"], entries, str(path), data.get("created_at"), data.get("git"),
                             data.get("thresholds"))
-    except (ValueError, KeyError, TypeError, AttributeError, OSError) as exc:
-        raise BenchError(f"--baseline {path}: not a readable bench baseline ({exc}); "
+    except (ValueError, KeyError, TypeError, AttributeError, OSError, RecursionError) as exc:
+        raise BenchError(f"--baseline {path}: not a readable bench baseline ({' '.join(str(exc).split())}); "
                          "restore it from git or write a new one with `python -m bench baseline`") from None
     if baseline.suite != suite:
         raise BenchError(f"--baseline {path} is a baseline of suite {baseline.suite!r}, not {suite!r}")
@@ -372,12 +377,16 @@ def new_results_dir() -> Path:
 
 def run_check(suite_name: str, baseline_path: Path, tier: str | None = None, algorithms: list[str] | None = None,
               overrides: list[str] | tuple[str, ...] = (), results_dir: Path | None = None, records_dir: Path | None = None,
-              device: str = "auto", thresholds: Thresholds = Thresholds(), progress: bool = True) -> dict[str, Any]:
+              device: str = "auto", thresholds: Thresholds = Thresholds(), progress: bool = True,
+              executor: Any = None, threads: int | None = None, checkpoint_every: int | None = None) -> dict[str, Any]:
     """Run the suite (or take ``records_dir``'s records) and compare with the baseline.
+
+    ``executor`` runs the new runs (default: local); ``threads`` and ``checkpoint_every`` are
+    ``ExecutionOptions``'. Throughput is judged only where the machine class (threads included)
+    matches the baseline's.
 
     Everything that can be wrong with the input is checked before any run starts."""
     from bench.config import load_suite
-    from bench.environment import environment
     from bench.execution import ExecutionOptions
     from bench.runner import Overrides, execute, plan_run
 
@@ -406,12 +415,15 @@ def run_check(suite_name: str, baseline_path: Path, tier: str | None = None, alg
                          f"({baseline.source}): not comparable; drop suite --set overrides, or if the suite changed on "
                          f"purpose write a new baseline with `python -m bench baseline {name} --tier {tier} --replace`")
     results_dir = results_dir if results_dir is not None else new_results_dir()
-    plan = plan_run(suite_name, wanted, seeds, tier, results_dir, device, list(overrides), ExecutionOptions(task_chunks=chunks))
-    done = execute(plan, progress=progress)
+    plan = plan_run(suite_name, wanted, seeds, tier, results_dir, device, list(overrides),
+                    ExecutionOptions(task_chunks=chunks, threads=threads, checkpoint_every=checkpoint_every))
+    if executor is not None:
+        executor.check(plan)
+    done = execute(plan, progress=progress, executor=executor)
     failed = {r["algorithm"]["name"]: f"{r['status']}: {r.get('error', {}).get('message', '')}" for r in done
               if r["status"] != "completed"}
     summary = compare(baseline, {a: e for a, e in entries_from_run(done).items() if a not in failed}, thresholds, failed,
-                      here=machine_class(environment(plan.device)))
+                      here=_only(machine_class(r["environment"]) for r in done))  # the runs' (Ray: the workers')
     summary["new_records"] = str(results_dir)
     return summary
 

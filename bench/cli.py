@@ -9,19 +9,32 @@ import argparse
 import json
 import logging
 import math
+import signal
 import sys
+import tempfile
 from pathlib import Path
+from typing import NoReturn
 
-from bench.errors import BenchError
+from bench.errors import BenchError, one_line
 
 log = logging.getLogger("bench")
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with bench's error format: one line (no usage text), exit code 2, like every other bad input."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def _seeds(text: str) -> list[int]:
     try:
-        return [int(s) for s in text.split(",") if s.strip()]
+        seeds = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not seeds or len(set(seeds)) < len(seeds):
+        raise argparse.ArgumentTypeError(f"expected comma-separated distinct integers, got {text!r}")
+    return seeds
 
 
 def _positive_int(text: str) -> int:
@@ -62,8 +75,21 @@ def _non_negative_float(text: str) -> float:
     return _number(text, positive=False)
 
 
+def _finite_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}")
+    return value
+
+
 def _names(text: str) -> list[str]:
-    return [s.strip() for s in text.split(",") if s.strip()]
+    names = [s.strip() for s in text.split(",") if s.strip()]
+    if not names or len(set(names)) < len(names):
+        raise argparse.ArgumentTypeError(f"expected comma-separated distinct names, got {text!r}")
+    return names
 
 
 def _add_executor_arguments(command: argparse.ArgumentParser) -> None:
@@ -87,10 +113,10 @@ def _add_executor_arguments(command: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m bench", description="Reproducible meta-learning benchmarks.")
+    parser = _Parser(prog="python -m bench", description="Reproducible meta-learning benchmarks.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only, no progress bars")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=_Parser)
 
     listing = commands.add_parser("list", help="list suites (with tiers) and algorithms (with task types)")
     listing.add_argument("--format", choices=["table", "json"], default="table")
@@ -152,6 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--results-dir", type=Path, default=Path("results"))
     board.add_argument("--tier", help="only this tier")
     board.add_argument("--format", choices=["table", "json", "csv", "markdown"], default="table")
+    overhead = commands.add_parser("perf-executors", help="time the Ray executor against the local one on a grid of runs")
+    overhead.add_argument("suite", nargs="?", default="sine", help="default: sine")
+    overhead.add_argument("--tier", default="smoke")
+    overhead.add_argument("--algorithms", type=_names, help="comma-separated names (default: all that apply)")
+    overhead.add_argument("--seeds", type=_seeds, default=[0, 1, 2], help="default: 0,1,2")
+    overhead.add_argument("--rounds", type=_positive_int, default=2, help="interleaved rounds (default 2)")
+    overhead.add_argument("--results-dir", type=Path, default=Path("results"),
+                          help="the measurement record goes to RESULTS_DIR/perf/ (the runs themselves to a temporary directory)")
+    overhead.add_argument("--no-save", action="store_true", help="print only; store no record")
+
     report = commands.add_parser("report", help="write tables (Markdown, LaTeX, CSV), figures (PDF, PNG) and an HTML page")
     report.add_argument("suites", nargs="*", help="suite names (default: every suite with records)")
     report.add_argument("--results-dir", type=Path, default=Path("results"))
@@ -170,13 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--results-dir", type=Path,
                        help="where the new runs' records go (default: a new temporary directory, named in the summary)")
     check.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    check.add_argument("--alpha", type=float, default=0.05, help="level of the one-sided paired test (default 0.05)")
-    check.add_argument("--min-effect", type=float,
+    check.add_argument("--alpha", type=_finite_float, default=0.05, help="level of the one-sided paired test (default 0.05)")
+    check.add_argument("--min-effect", type=_finite_float,
                        help="smallest change that counts: accuracy points (default 2) or, for MSE, a share of the "
                             "baseline (default 0.10)")
-    check.add_argument("--speed-tolerance", type=float, default=0.5,
+    check.add_argument("--speed-tolerance", type=_finite_float, default=0.5,
                        help="a throughput below (1 - T) x the baseline's is a regression (default 0.5)")
-    check.add_argument("--memory-tolerance", type=float, default=0.5,
+    check.add_argument("--memory-tolerance", type=_finite_float, default=0.5,
                        help="a peak memory above (1 + T) x the baseline's is a regression (default 0.5)")
     _add_executor_arguments(check)
     check.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON summary here")
@@ -237,7 +273,7 @@ def _validate(args: argparse.Namespace) -> int:
 
     errors = api.validate_suites(args.suites or None)
     for error in errors:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {one_line(error)}", file=sys.stderr)
     if not errors:
         print(f"ok: {len(args.suites or available_suites())} suite file(s) valid at every tier")
     return 2 if errors else 0
@@ -250,9 +286,12 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = [*args.overrides, *([f"suite.model.encoder={args.encoder}"] if args.encoder else [])]
     execution = ExecutionOptions(task_chunk=args.task_chunk, checkpoint_inner_steps=args.checkpoint_inner_steps,
-                                 autocast=args.autocast, compile=args.compile)
+                                 autocast=args.autocast, compile=args.compile, threads=args.threads,
+                                 checkpoint_every=args.checkpoint_every)
     plan = plan_run(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides,
                     execution)
+    executor = _executor(args)
+    executor.check(plan)
     log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
     if args.dry_run:
@@ -261,14 +300,28 @@ def _run(args: argparse.Namespace) -> int:
         for name, why in plan.skipped.items():
             print(f"not run: {name}: {why}")
         return 0
-    results = execute(plan, progress=not args.quiet)
+    results = execute(plan, progress=not args.quiet, executor=executor, resume=args.resume)
     failed = [r for r in results if r["status"] != "completed"]
     if len(failed) < len(results):
         print(leaderboard.render(leaderboard.leaderboards(args.results_dir, plan.suite.name, plan.suite.tier)))
     for record in failed:
+        error = record["error"]
+        what = error["message"] if record["status"] == "diverged" else f"{error['type']}: {error['message']}"
         print(f"error: {record['algorithm']['name']} seed {record['seeds']['training_seed']} {record['status']}: "
-              f"{record['error']['type']}: {record['error']['message']} (record: {record['_path']})", file=sys.stderr)
+              f"{one_line(what)} (record: {record['_path']})", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _executor(args: argparse.Namespace):
+    from bench.executors import LocalExecutor, RayExecutor
+
+    if args.executor == "ray":
+        return RayExecutor(args.address, args.cpus_per_job, args.gpus_per_job, args.retries)
+    ray_only = [flag for flag, given in (("--address", args.address is not None), ("--cpus-per-job", args.cpus_per_job != 1.0),
+                                         ("--gpus-per-job", args.gpus_per_job != 0.0), ("--retries", args.retries != 2)) if given]
+    if ray_only:
+        raise BenchError(f"{', '.join(ray_only)} only apply with --executor ray")
+    return LocalExecutor()
 
 
 def _perf(args: argparse.Namespace) -> int:
@@ -285,6 +338,26 @@ def _perf(args: argparse.Namespace) -> int:
         perf.save(record, path)
         log.info("perf record: %s", path)
     print(json.dumps(record["rows"], indent=1) if args.format == "json" else perf.render(record))
+    return 0
+
+
+def _perf_executors(args: argparse.Namespace) -> int:
+    from bench import perf_executors
+    from bench.executors import import_ray
+    from bench.records import check_writable
+    from bench.runner import plan_run
+
+    import_ray()
+    with tempfile.TemporaryDirectory() as scratch:  # bad input fails here, before any timing
+        plan_run(args.suite, args.algorithms, args.seeds, args.tier, scratch, "cpu")
+    if not args.no_save:
+        check_writable(args.results_dir)
+    record = perf_executors.measure(args.suite, args.tier, args.algorithms, args.seeds, args.rounds)
+    if not args.no_save:
+        path = args.results_dir / "perf" / f"executors-{record['created_at'].replace(':', '')}.json"
+        perf_executors.save(record, path)
+        log.info("record: %s", path)
+    print(perf_executors.render(record))
     return 0
 
 
@@ -361,8 +434,12 @@ def _check(args: argparse.Namespace) -> int:
     for target in (args.json, args.markdown):  # an unwritable summary path is bad input: refuse before running
         if target is not None and target.is_dir():
             raise BenchError(f"{target} is a directory; give a file name for the summary")
+    executor = _executor(args)
+    if args.records is not None and args.executor != "local":
+        raise BenchError("--records compares stored records and runs nothing; drop --executor")
     summary = check.run_check(args.suite, args.baseline, args.tier, args.algorithms, args.overrides, args.results_dir,
-                              args.records, args.device, thresholds, progress=not args.quiet)
+                              args.records, args.device, thresholds, progress=not args.quiet, executor=executor,
+                              threads=args.threads, checkpoint_every=args.checkpoint_every)
     markdown = check.render_markdown(summary)
     print(markdown)
     if args.json:
@@ -381,16 +458,24 @@ def _baseline(args: argparse.Namespace) -> int:
     return 0
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
-    handlers = {"list": _list, "validate": _validate, "run": _run, "perf": _perf, "cost": _cost, "leaderboard": _leaderboard,
+    handlers = {"list": _list, "validate": _validate, "run": _run, "perf": _perf, "perf-executors": _perf_executors,
+                "cost": _cost, "leaderboard": _leaderboard,
                 "report": _report, "check": _check, "baseline": _baseline, "download": _download}
+    # Schedulers (Slurm, Kubernetes) stop a job with SIGTERM before SIGKILL: treat it as Ctrl-C, so the
+    # run in progress is recorded as interrupted and keeps its checkpoint for --resume.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         return handlers[args.command](args)
     except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: finished records are kept; the run in progress is recorded as interrupted", file=sys.stderr)

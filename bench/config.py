@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union, get_args
 
@@ -24,7 +26,17 @@ TIERS = ("smoke", "standard", "paper")
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+def non_finite_number(value: Any, _seen: frozenset[int] = frozenset()) -> float | None:
+    """The first NaN or infinity in ``value`` (a number, or lists and mappings of them), else None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else value
+    if isinstance(value, (list, tuple, dict)) and id(value) not in _seen:  # YAML aliases can make cycles
+        items = value.values() if isinstance(value, dict) else value
+        return next((bad for item in items if (bad := non_finite_number(item, _seen | {id(value)})) is not None), None)
+    return None
 
 
 class SineData(StrictModel):
@@ -299,7 +311,7 @@ ModelConfig = Annotated[Union[MLPModel, Conv4Model, ResNet12Model, TextModel], F
 class Suite(StrictModel):
     """A validated suite at one tier. Protocol fields are recorded in every run record."""
 
-    name: str
+    name: str = Field(description="letters, digits, '.', '_' and '-': records are filed under results/NAME/")
     version: int = Field(ge=1)
     description: str
     task_type: Literal["regression", "classification"]
@@ -337,6 +349,23 @@ class Suite(StrictModel):
     source_file: str | None = None
     file_sha256: str | None = None
     overrides: tuple[str, ...] = ()
+
+    @field_validator("algorithms")
+    @classmethod
+    def _finite_hyperparameters(cls, algorithms: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, values in algorithms.items():
+            for key, value in values.items():
+                if non_finite_number(value) is not None:
+                    raise ValueError(f"{name}.{key} must be a finite number, got {value!r}")
+        return algorithms
+
+    @field_validator("name")
+    @classmethod
+    def _file_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+            raise ValueError("a suite name is letters, digits, '.', '_' and '-', starting with a letter or digit "
+                             "(its records are filed under results/NAME/)")
+        return name
 
     @model_validator(mode="after")
     def _consistent(self) -> Suite:
@@ -423,15 +452,32 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+def _yaml_problem(exc: Exception) -> str:
+    """What is wrong with a YAML text, on one line (with the line and column when known)."""
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    if "integer string conversion" in str(exc):
+        return f"a number of more than {sys.get_int_max_str_digits()} digits"
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc) or type(exc).__name__
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    where = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+    return " ".join(str(problem).split()) + where
+
+
 def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    if path in seen:
-        raise BenchError(f"{path}: include cycle through {' -> '.join(map(str, seen))}")
+    if path.resolve() in seen:
+        raise BenchError(f"{path}: include cycle through {' -> '.join(map(str, seen))}; remove one of the includes")
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise BenchError(f"{path}: suite file not found") from None
-    except yaml.YAMLError as exc:
-        raise BenchError(f"{path}: not valid YAML ({str(exc).splitlines()[0]}); fix the syntax") from None
+    except UnicodeDecodeError as exc:
+        raise BenchError(f"{path}: not a text file in UTF-8 (byte {exc.start}); save the suite file as UTF-8") from None
+    except OSError as exc:
+        raise BenchError(f"{path}: cannot read the suite file ({exc.strerror or exc})") from None
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:
+        # PyYAML raises ValueError for values it cannot construct (2024-02-30, !!int x, 5000 digits).
+        raise BenchError(f"{path}: not valid YAML ({_yaml_problem(exc)}); fix the syntax") from None
     if not isinstance(raw, dict):
         raise BenchError(f"{path}: a suite file must be a YAML mapping of fields, got {type(raw).__name__}")
     include = raw.pop("include", None)
@@ -439,7 +485,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         return raw
     if not isinstance(include, str):
         raise BenchError(f"{path}: field 'include' must be a file name, got {include!r}")
-    return _deep_merge(_read_yaml(path.parent / include, (*seen, path)), raw)
+    return _deep_merge(_read_yaml(path.parent / include, (*seen, path.resolve())), raw)
 
 
 def _format_validation_error(path: Path | str, exc: ValidationError, model: type[BaseModel]) -> str:
@@ -518,9 +564,11 @@ def load_suite(
     chosen = tier or raw.get("default_tier", "standard")
     if tier is not None and tier not in TIERS:
         raise BenchError(f"unknown tier {tier!r}; {did_you_mean(tier, TIERS)}")
+    if not isinstance(chosen, str) or chosen not in TIERS:
+        raise BenchError(f"{path}: field 'default_tier' must be one of {', '.join(TIERS)} (got {chosen!r})")
     if isinstance(tiers_raw, dict):
         if chosen not in tiers_raw:
-            raise BenchError(f"{path}: suite has no tier {chosen!r}; it has {sorted(tiers_raw)}")
+            raise BenchError(f"{path}: suite has no tier {chosen!r}; it has {sorted(map(str, tiers_raw))}")
         tier_fields = tiers_raw[chosen]
         if isinstance(tier_fields, dict):
             raw = {**raw, **{k: v for k, v in tier_fields.items() if v is not None}}

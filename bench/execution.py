@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+from filelock import FileLock, Timeout
 
 from bench.errors import BenchError
 from bench.records import utc_now, write_atomic
@@ -46,6 +47,8 @@ class ExecutionOptions:
     checkpoint_inner_steps: bool = False
     autocast: str | None = None  # "bf16", or None for the parameters' own precision
     compile: bool = False
+    threads: int | None = None  # torch threads of a run; None: torch's default (local), --cpus-per-job (Ray)
+    checkpoint_every: int | None = None  # meta-iterations between checkpoints; None: at every validation; 0: never
 
     def check(self, algorithms: list[Any], hparams: dict[str, Any], device: torch.device) -> None:
         """Refuse combinations that cannot run, before any work starts."""
@@ -54,6 +57,10 @@ class ExecutionOptions:
         if self.task_chunk is not None and self.task_chunk < 1:
             raise BenchError(f"--task-chunk {self.task_chunk}: expected a positive number of tasks "
                              "(or leave it unset to measure the fastest)")
+        if self.threads is not None and self.threads < 1:
+            raise BenchError(f"--threads {self.threads}: expected a positive number of threads")
+        if self.checkpoint_every is not None and self.checkpoint_every < 0:
+            raise BenchError(f"--checkpoint-every {self.checkpoint_every}: expected 0 (never) or a positive number")
         if self.autocast is not None and self.autocast not in AUTOCAST_DTYPES:
             raise BenchError(f"--autocast {self.autocast!r}: expected one of {', '.join(AUTOCAST_DTYPES)}")
         if self.compile:
@@ -141,6 +148,14 @@ def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, o
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
+def _read_cache(path) -> dict[str, Any]:
+    try:
+        cache = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
 def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions) -> dict[str, Any]:
     """Set ``algorithm.task_chunk`` (set, cached or measured) and return what the record says about it."""
     if not (hasattr(algorithm, "chunks_tasks") and algorithm.chunks_tasks()):
@@ -153,10 +168,7 @@ def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, op
         return {"task_chunk": algorithm.task_chunk, "task_chunk_choice": "set to the baseline's"}
     key = _configuration_key(algorithm, batch, device, options)
     path = _cache_path()
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
+    cache = _read_cache(path)
     if isinstance(cache.get(key), dict) and isinstance(cache[key].get("task_chunk"), int):
         algorithm.task_chunk = cache[key]["task_chunk"]
         return {"task_chunk": algorithm.task_chunk, "task_chunk_choice": "cached measurement",
@@ -172,9 +184,14 @@ def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, op
     algorithm.task_chunk = best
     log.info("%s: task chunk %d chosen by measurement (%s)", algorithm.name, best,
              ", ".join(f"{c}: {s * 1000:.0f} ms" for c, s in seconds.items()))
-    cache[key] = {"task_chunk": best, "seconds": seconds, "measured_at": utc_now(), "pid": os.getpid()}
+    entry = {"task_chunk": best, "seconds": seconds, "measured_at": utc_now(), "pid": os.getpid()}
     try:
-        write_atomic(path, json.dumps(cache, indent=1) + "\n")
-    except OSError as exc:  # a read-only cache costs a re-measurement next time, nothing else
+        # Read, add and write under a lock: runs in other processes may be storing their choices too.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(path.with_name(path.name + ".lock"), timeout=60):
+            cache = _read_cache(path)
+            cache[key] = entry
+            write_atomic(path, json.dumps(cache, indent=1) + "\n")
+    except (OSError, Timeout) as exc:  # a read-only or busy cache costs a re-measurement next time, nothing else
         log.warning("could not store the task-chunk choice in %s: %s", path, exc)
     return {"task_chunk": best, "task_chunk_choice": "measured", "task_chunk_seconds": seconds, "task_chunk_key": key}

@@ -86,6 +86,8 @@ def per_episode_means(group: pd.DataFrame) -> dict[str, np.ndarray] | None:
     hashes = set(group["test_sha256"])
     if len(hashes) != 1 or None in hashes or any(p is None for p in group["per_task"]):
         return None
+    if len({len(p) for p in group["per_task"]}) != 1:  # records that disagree about the episodes: no pairing
+        return None
     return {algorithm: np.mean(np.array(list(rows["per_task"]), dtype=np.float64), axis=0)
             for algorithm, rows in group.groupby("algorithm")}
 
@@ -105,6 +107,11 @@ def rank(table: pd.DataFrame, per_episode: dict[str, np.ndarray] | None) -> tupl
         test = UNPAIRED_RULE
     ranks, groups = ranks_with_ties(len(table), differ)
     return ranks, groups, test
+
+
+def _number(value: float | None) -> float:
+    """A record's optional measurement (None when it was not timed) as a float column value."""
+    return math.nan if value is None else float(value)
 
 
 def records_frame(results_dir: Path, suite_name: str) -> pd.DataFrame:
@@ -133,9 +140,9 @@ def records_frame(results_dir: Path, suite_name: str) -> pd.DataFrame:
             "metric": record["metric"]["name"],
             "per_task": record["metric"].get("per_task"),
             "test_sha256": record["seeds"]["test_episodes"].get("sha256"),
-            "meta_train_tasks_per_s": record["timing"]["meta_train_tasks_per_s"],
-            "test_tasks_per_s": record["timing"]["test_tasks_per_s"],
-            "data_share": record["timing"].get("data_share") if record["timing"].get("data_share") is not None else math.nan,
+            "meta_train_tasks_per_s": _number(record["timing"]["meta_train_tasks_per_s"]),
+            "test_tasks_per_s": _number(record["timing"]["test_tasks_per_s"]),
+            "data_share": _number(record["timing"].get("data_share")),
             "peak_mem_mb": record["memory"]["peak_mb"],
             "wall_time_s": record["timing"]["wall_time_s"],
             "path": record["_path"],
@@ -241,8 +248,8 @@ def _data_summary(data: dict[str, Any], model: dict[str, Any]) -> str:
         parts.append("mean/std normalised")
     if data.get("kind") == "text":
         parts.append(f"{data.get('format')} data")
-    backbone = {"conv4": lambda m: f"Conv-4-{m['filters']}", "resnet12": lambda m: "ResNet-12",
-                "mlp": lambda m: "MLP " + "-".join(str(w) for w in m["hidden"]),
+    backbone = {"conv4": lambda m: f"Conv-4-{m.get('filters')}", "resnet12": lambda m: "ResNet-12",
+                "mlp": lambda m: "MLP " + "-".join(str(w) for w in m.get("hidden", [])),
                 "text": _text_encoder}
     parts.append(backbone.get(model.get("kind"), lambda m: str(m.get("kind")))(model))
     return ", ".join(parts)
@@ -252,8 +259,9 @@ def _text_encoder(model: dict[str, Any]) -> str:
     above = f" + MLP {'-'.join(str(w) for w in model['hidden'])}" if model.get("hidden") else ""
     if model.get("encoder") == "minilm":
         return f"encoder frozen all-MiniLM-L6-v2{above}"
-    return (f"encoder word-CNN from scratch ({model['embedding_dim']}-d words, {model['filters']} filters of width "
-            f"{model['kernel_size']}, {model['max_tokens']} tokens, vocabulary {model['vocabulary_size']}){above}")
+    return (f"encoder word-CNN from scratch ({model.get('embedding_dim')}-d words, {model.get('filters')} filters of "
+            f"width {model.get('kernel_size')}, {model.get('max_tokens')} tokens, vocabulary "
+            f"{model.get('vocabulary_size')}){above}")
 
 
 def _notes(description: dict[str, Any]) -> str:

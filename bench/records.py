@@ -1,9 +1,10 @@
 """Run records: one versioned JSON file per (suite, tier, algorithm, seed) run, written atomically.
 
 Layout: ``<results_dir>/<suite>/<tier>/<algorithm>-seed<seed>-<run_id>.json``. A record is written
-with status ``running`` when its run starts and rewritten when it ends (``completed``, ``failed``
-or ``interrupted``), so a run killed without warning leaves a ``running`` record behind instead of
-nothing. Readers check the schema version and the required keys.
+with status ``running`` when its run starts and rewritten when it ends (``completed``, ``failed``,
+``interrupted`` or ``diverged``), so a run killed without warning leaves a ``running`` record behind
+instead of nothing. ``load_record`` checks the schema version and the type of every field a reader
+uses, so a damaged record is one clear error naming the file.
 """
 
 from __future__ import annotations
@@ -15,12 +16,15 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from bench.errors import BenchError
 
 SCHEMA_VERSION = 1
-STATUSES = ("running", "completed", "failed", "interrupted")
+# Statuses a run ends in (``running`` while it runs); only ``completed`` records carry results.
+STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 REQUIRED_KEYS = ("schema_version", "run_id", "status", "suite", "algorithm", "seeds", "environment", "started_at")
 COMPLETED_KEYS = ("metric", "timing", "memory", "training", "ended_at")
 
@@ -37,12 +41,17 @@ def record_path(results_dir: Path, suite: str, tier: str, algorithm: str, seed: 
     return results_dir / suite / tier / f"{algorithm}-seed{seed}-{run_id}.json"
 
 
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 def write_atomic(path: Path, text: str | bytes) -> None:
     """Write via a temporary file in the same directory and ``os.replace``: readers see the old
     file or the new one, never half of one, even if the process dies mid-write."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private; a shared results directory needs the usual mode
         with os.fdopen(fd, "wb" if isinstance(text, bytes) else "w") as handle:
             handle.write(text)
             handle.flush()
@@ -57,30 +66,197 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(record, indent=1, sort_keys=False, allow_nan=False) + "\n")
 
 
+# --- the structure readers rely on -------------------------------------------------------------
+# Leaderboards, reports, checks and --resume index into records; these models check, on load, the
+# type of every field they read (JSON types exactly: no "1" for 1, no true for 1, no NaN), so a
+# hand-edited or damaged record is one clear error instead of a crash deep inside a reader. Keys
+# not listed here are allowed and left alone (records of newer runners carry more of them).
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"  # a suite, tier or algorithm name: one path component, never ../
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Data(_Part):
+    kind: str | None = None
+
+
+class _Model(_Part):
+    kind: str | None = None
+    hidden: list[Any] = []
+
+
+class _Protocol(_Part):
+    shots: int
+    queries: int
+    test_tasks: int
+    test_inner_steps: int
+    ways: int | None = None
+    train_ways: int | None = None
+    train_shots: int | None = None
+    train_queries: int | None = None
+    batch_norm: str = "none"
+    data: _Data = _Data()
+    model: _Model = _Model()
+
+    @model_validator(mode="after")
+    def _train_shape_with_ways(self) -> _Protocol:
+        if self.ways is not None and None in (self.train_ways, self.train_shots, self.train_queries):
+            raise ValueError("a protocol with ways needs train_ways, train_shots and train_queries")
+        return self
+
+
+class _Suite(_Part):
+    name: str = Field(pattern=NAME)
+    version: int
+    tier: str = Field(pattern=NAME)
+    file: str | None = None
+    protocol: _Protocol
+    protocol_hash: str = Field(pattern=r"^[0-9a-f]+$")
+
+
+class _Algorithm(_Part):
+    name: str = Field(pattern=NAME)
+    family: str
+    hyperparameters: dict[str, Any]
+    code_version: str | None = None
+
+
+class _Episodes(_Part):
+    sha256: str | None = None
+
+
+class _Seeds(_Part):
+    training_seed: int
+
+
+class _CompletedSeeds(_Seeds):
+    test_episodes: _Episodes
+
+
+class _Metric(_Part):
+    name: str
+    lower_is_better: bool
+    mean: Finite
+    ci95: Finite
+    n_episodes: int
+    inner_steps: int
+    per_task: list[Finite] | None = None
+
+    @model_validator(mode="after")
+    def _one_value_per_episode(self) -> _Metric:
+        if self.per_task is not None and len(self.per_task) != self.n_episodes:
+            raise ValueError(f"per_task has {len(self.per_task)} values for n_episodes {self.n_episodes}")
+        return self
+
+
+class _Timing(_Part):
+    wall_time_s: Finite
+    meta_train_tasks_per_s: Finite | None
+    test_tasks_per_s: Finite | None
+    meta_train_tasks_per_s_median: Finite | None = None
+    meta_train_seconds: Finite | None = None
+    test_seconds: Finite | None = None
+    data_share: Finite | None = None
+
+
+class _Memory(_Part):
+    peak_mb: Finite
+
+
+class _CurvePoint(_Part):
+    iteration: int
+    wall_time_s: Finite
+    val_metric: Finite | None = None
+
+
+class _Training(_Part):
+    curve: list[_CurvePoint] | None = None
+
+
+class _Execution(_Part):
+    task_chunk: int | None = None
+
+
+class _Record(_Part):
+    """Any record: what identifies its run."""
+
+    run_id: str
+    status: str
+    suite: _Suite
+    algorithm: _Algorithm
+    seeds: _Seeds
+    environment: dict[str, Any]
+    started_at: str
+    execution: _Execution | None = None
+
+
+class _CompletedRecord(_Record):
+    """A completed record: its results too."""
+
+    seeds: _CompletedSeeds
+    metric: _Metric
+    timing: _Timing
+    memory: _Memory
+    training: _Training
+    ended_at: str
+
+
+def _first_error(exc: ValidationError) -> str:
+    """The first problem of a pydantic error, as a short phrase on one line."""
+    error = exc.errors()[0]
+    where = ".".join(str(part) for part in error["loc"])
+    message = " ".join(error["msg"].removeprefix("Value error, ").split())
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"field {where!r}: {message}, got {shown}" if where else message
+
+
 def _unreadable(path: Path, why: str) -> BenchError:
     return BenchError(
         f"{path}: not a readable bench record ({why}); move it out of the results directory or delete it"
     )
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def load_record(path: Path) -> dict[str, Any]:
+    """A record as stored, after checking the structure its readers rely on (else a ``BenchError``)."""
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(path.read_text(), parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise _unreadable(path, f"invalid JSON at line {exc.lineno} column {exc.colno}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise _unreadable(path, str(exc)) from None
+        raise _unreadable(path, " ".join(str(exc).split())) from None
+    except RecursionError:
+        raise _unreadable(path, "nested too deeply") from None
+    except ValueError as exc:  # NaN or Infinity, a number of thousands of digits
+        raise _unreadable(path, " ".join(str(exc).split("; use sys.")[0].split())) from None
     if not isinstance(record, dict):
         raise _unreadable(path, "the top level is not an object")
-    if record.get("schema_version") != SCHEMA_VERSION:
-        raise _unreadable(path, f"schema_version {record.get('schema_version')!r}, this bench reads {SCHEMA_VERSION}")
+    version = record.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:  # neither true nor 1.0
+        shown = repr(version) if len(repr(version)) <= 60 else repr(version)[:57] + "..."
+        raise _unreadable(path, f"schema_version {shown}, this bench reads {SCHEMA_VERSION}")
     missing = [k for k in REQUIRED_KEYS if k not in record]
     if record.get("status") == "completed":
         missing += [k for k in COMPLETED_KEYS if k not in record]
     if missing:
         raise _unreadable(path, f"missing {', '.join(missing)}")
-    if record["status"] not in STATUSES:
-        raise _unreadable(path, f"unknown status {record['status']!r}")
+    if not isinstance(record["status"], str) or record["status"] not in STATUSES:
+        shown = repr(record["status"]) if len(repr(record["status"])) <= 60 else repr(record["status"])[:57] + "..."
+        raise _unreadable(path, f"unknown status {shown}")
+    try:
+        (_CompletedRecord if record["status"] == "completed" else _Record).model_validate(record)
+    except ValidationError as exc:
+        raise _unreadable(path, _first_error(exc)) from None
+    except RecursionError:
+        raise _unreadable(path, "nested too deeply") from None
     return record
 
 
@@ -88,6 +264,9 @@ MEASUREMENT_DIRS = ("perf", "cost")  # results/perf and results/cost hold `bench
 
 
 def iter_record_paths(results_dir: Path, suite: str | None = None) -> Iterator[Path]:
+    if suite is not None and (not suite or suite in (".", "..") or "\0" in suite or Path(suite).name != suite):
+        raise BenchError(f"{suite!r} is not a suite name (records are filed under {results_dir}/SUITE/); "
+                         "give a name from `python -m bench list`")
     base = results_dir / suite if suite else results_dir
     if base.is_dir():
         yield from sorted(p for p in base.rglob("*.json") if not p.name.startswith(".")
@@ -112,14 +291,14 @@ def newest_per_seed(found: list[dict[str, Any]]) -> dict[tuple[str, int], dict[s
     return dict(sorted(newest.items()))
 
 
-def check_writable(results_dir: Path) -> None:
-    """Fail before any work if records cannot be written under ``results_dir``."""
+def check_writable(results_dir: Path, what: str = "results directory", option: str = "--results-dir") -> None:
+    """Fail before any work if records (or other output) cannot be written under ``results_dir``."""
     try:
         results_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=results_dir, prefix=".write-test-"):
             pass
     except OSError as exc:
         raise BenchError(
-            f"results directory {results_dir} is not writable ({exc.strerror or exc}); "
-            f"choose another with --results-dir"
+            f"{what} {results_dir} is not writable ({exc.strerror or exc}); "
+            f"choose another with {option}"
         ) from None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import fnmatch
+import importlib
 import logging
+import os
 from collections.abc import Callable, Iterator
 from importlib.metadata import entry_points
 from typing import Generic, TypeVar
@@ -11,6 +13,7 @@ from typing import Generic, TypeVar
 from bench.errors import BenchError, did_you_mean
 
 T = TypeVar("T")
+PLUGINS_VARIABLE = "BENCH_PLUGINS"
 log = logging.getLogger(__name__)
 
 
@@ -41,6 +44,14 @@ class Registry(Generic[T]):
         if self._plugins_loaded:
             return
         self._plugins_loaded = True
+        # BENCH_PLUGINS: modules to import, for algorithms not packaged with an entry point (Ray
+        # workers inherit the variable, so the same algorithms exist there).
+        for module in filter(None, (m.strip() for m in os.environ.get(PLUGINS_VARIABLE, "").split(","))):
+            try:
+                importlib.import_module(module)
+            except Exception as exc:
+                raise BenchError(f"{PLUGINS_VARIABLE}: module {module!r} failed to import ({type(exc).__name__}: {exc}); "
+                                 f"fix it, or remove it from {PLUGINS_VARIABLE}") from None
         for ep in entry_points(group=self.entry_point_group):
             try:
                 ep.load()  # importing the plugin's module runs its @register decorators

@@ -329,6 +329,7 @@ def build_report(results_dir: Path, out_dir: Path, suites: list[str] | None = No
     for name in names:
         stored[name] = records.load_records(results_dir, name)
         boards[name] = leaderboard.leaderboards(results_dir, name)
+    records.check_writable(out_dir, "report directory", "--out")  # every record read: now the first write
     body = []
     commit = git_state()
     revision = (commit["commit"] or "unknown")[:12] + (" with uncommitted changes" if commit.get("dirty") else "")

@@ -8,11 +8,13 @@ record per run.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import statistics
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,8 +26,9 @@ from tqdm.auto import tqdm
 from bench import records
 from bench.algorithms import ALGORITHMS, Algorithm, Hyperparameters, Problem
 from bench.algorithms.base import parse_hparams
+from bench.checkpoints import load_checkpoint, save_checkpoint
 from bench.config import SUITE_OVERRIDABLE, Suite, load_suite
-from bench.environment import environment, resolve_device
+from bench.environment import environment, git_state, resolve_device
 from bench.errors import BenchError, did_you_mean
 from bench.execution import ExecutionOptions, apply_compile, autocast, choose_task_chunk
 from bench.seeding import generator
@@ -59,8 +62,9 @@ class Overrides:
                 )
             try:
                 value = yaml.safe_load(raw_value) if raw_value.strip() else None
-            except yaml.YAMLError:
-                raise BenchError(f"--set {text!r}: cannot read value {raw_value!r}") from None
+            except (yaml.YAMLError, ValueError, RecursionError):  # PyYAML's ValueError: 2024-02-30, !!int x, 5000 digits
+                raise BenchError(f"--set {text!r}: cannot read value {raw_value!r}; give a number, a word, "
+                                 "or a YAML list [a, b]") from None
             if owner == "suite":
                 field_name = name.split(".")[0]
                 if field_name not in SUITE_OVERRIDABLE or not all(name.split(".")):
@@ -69,6 +73,10 @@ class Overrides:
                 suite[name] = value
             else:
                 ALGORITHMS.get(owner)  # raises "unknown algorithm ... did you mean"
+                from bench.config import non_finite_number
+
+                if non_finite_number(value) is not None:
+                    raise BenchError(f"--set {text!r}: a hyperparameter must be a finite number, not {value!r}")
                 algorithms.setdefault(owner, {})[name] = value
         return cls(suite, algorithms, tuple(texts))
 
@@ -212,7 +220,7 @@ def _state_copy(algorithm: Algorithm) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in algorithm.state_dict().items()}
 
 
-def _base_record(plan: RunPlan, run: PlannedRun, run_id: str, episodes: Episodes) -> dict[str, Any]:
+def _base_record(plan: RunPlan, run: PlannedRun, run_id: str) -> dict[str, Any]:
     suite = plan.suite
     return {
         "schema_version": records.SCHEMA_VERSION,
@@ -255,81 +263,163 @@ def build_algorithm(plan: RunPlan, run: PlannedRun, episodes: Episodes) -> Algor
 
 
 def configure_execution(algorithm: Algorithm, options: ExecutionOptions, first_batch: TaskBatch,
-                        device: torch.device) -> dict[str, Any]:
-    """Apply the execution options to a new algorithm; returns the record's ``execution`` entry."""
+                        device: torch.device, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Apply the execution options to a new algorithm; returns the record's ``execution`` entry.
+
+    ``earlier`` is the entry of the run being resumed: its task chunk is kept, so the resumed part
+    takes the same floating-point path as the part before the checkpoint."""
     if options.compile:
         apply_compile(algorithm)
     if hasattr(algorithm, "checkpoint_inner_steps"):
         algorithm.checkpoint_inner_steps = options.checkpoint_inner_steps
+    if earlier is not None and "task_chunk" in earlier:
+        if earlier["task_chunk"] is not None:
+            algorithm.task_chunk = earlier["task_chunk"]
+        return earlier
     entry = options.as_record()
     entry["checkpoint_inner_steps"] = getattr(algorithm, "checkpoint_inner_steps", None)
     entry.update(choose_task_chunk(algorithm, first_batch, device, options))
     return entry
 
 
-def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool = True) -> dict[str, Any]:
-    """Meta-train with checkpoint selection on validation episodes, test, time, and record."""
-    suite, device = plan.suite, plan.device
+def new_record(plan: RunPlan, run: PlannedRun) -> tuple[Path, dict[str, Any]]:
+    """A new run's record (status ``running``) and the path it is filed under."""
     run_id = records.new_run_id()
-    path = records.record_path(plan.results_dir, suite.name, suite.tier, run.algorithm.name, run.seed, run_id)
-    record = _base_record(plan, run, run_id, episodes)
-    records.write_record(path, record)
+    path = records.record_path(plan.results_dir, plan.suite.name, str(plan.suite.tier), run.algorithm.name, run.seed, run_id)
+    return path, _base_record(plan, run, run_id)
+
+
+def job_key(record: dict[str, Any]) -> str:
+    """What a run computes, apart from rounding: records with the same key are runs of the same job
+    (``--resume`` skips a job with a finished record and continues one with an interrupted record)."""
+    execution = record.get("execution") or {}
+    identity = {
+        "suite": record["suite"]["name"], "tier": record["suite"]["tier"],
+        "protocol_hash": record["suite"]["protocol_hash"], "budget": record["suite"].get("budget"),
+        "algorithm": record["algorithm"]["name"], "hyperparameters": record["algorithm"]["hyperparameters"],
+        "code_version": record["algorithm"].get("code_version"), "seed": record["seeds"]["training_seed"],
+        "autocast": execution.get("autocast"), "compile": execution.get("compile", False),
+    }
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+class Diverged(Exception):
+    """Meta-training produced a non-finite loss (or the test metric is not finite)."""
+
+    def __init__(self, iteration: int, phase: str, value: float) -> None:
+        super().__init__(f"{phase} is {value} at iteration {iteration}")
+        self.iteration, self.phase, self.value = iteration, phase, value
+
+
+DIVERGENCE_CHECK_EVERY = 10  # meta-iterations between looks at the loss (each look waits for the device)
+
+
+def train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: dict[str, Any],
+                   checkpoint: Path | None = None, progress: bool = True,
+                   on_configured: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Meta-train with checkpoint selection on validation episodes, test and time; fills ``record``.
+
+    Writes no record: the caller (the executor's driver) does. With ``checkpoint``, training state
+    is saved there every ``execution.checkpoint_every`` meta-iterations and, if a checkpoint is
+    already there, training continues from it. The returned record's status is ``completed``,
+    ``diverged`` (non-finite loss: stopped, with the iteration) or ``failed`` (with the traceback);
+    a KeyboardInterrupt marks it ``interrupted`` and propagates.
+    """
+    suite, device, options = plan.suite, plan.device, plan.execution
+    if options.threads is not None:
+        torch.set_num_threads(options.threads)
     wall_start = time.perf_counter()
     iteration = 0
     try:
         algorithm = build_algorithm(plan, run, episodes)
-        record["execution"] = configure_execution(algorithm, plan.execution, episodes.train(run.seed, 0), device)
-        records.write_record(path, record)
+        saved = load_checkpoint(checkpoint) if checkpoint is not None else None
+        record["execution"] = configure_execution(algorithm, options, episodes.train(run.seed, 0), device,
+                                                  saved["execution"] if saved is not None else None)
+        if on_configured is not None:
+            on_configured(record)
         memory = PeakMemory(device)  # after the task-chunk measurement, whose peak is not the run's
         train_timer, data_seconds = SegmentTimer(device), 0.0
-        curve: list[dict[str, float]] = []
+        curve: list[dict[str, Any]] = []
         sign = 1.0 if suite.lower_is_better else -1.0
         best_value, best_iteration, best_state = sign * math.inf, 0, _state_copy(algorithm)
         running_loss = torch.zeros((), device=device)
+        first = 0
+        earlier_peak_mb, earlier_wall_s = 0.0, 0.0
+        if saved is not None:
+            algorithm.load_training_state(saved["training"])
+            first, curve = saved["iteration"], saved["curve"]
+            best_value, best_iteration, best_state = saved["best_value"], saved["best_iteration"], saved["best_state"]
+            running_loss = saved["running_loss"].to(device)
+            train_timer.restore(saved["train_segments"])
+            data_seconds, earlier_peak_mb, earlier_wall_s = saved["data_seconds"], saved["peak_mb"], saved["wall_time_s"]
+            wall_start -= earlier_wall_s
+            record["seeds"]["val_episodes"]["sha256"] = saved["val_sha256"]
+            # The resuming process's code and place: the record's `environment` is the first process's.
+            record.setdefault("resumed", []).append({"at_iteration": first, "at": records.utc_now(),
+                                                     "executor": record.get("executor"),
+                                                     "git_commit": git_state().get("commit")})
+            log.info("%s seed %d: continuing from its checkpoint at iteration %d", run.algorithm.name, run.seed, first)
+        every = options.checkpoint_every if options.checkpoint_every is not None else suite.val_every
+        check_every = min(DIVERGENCE_CHECK_EVERY, suite.val_every)
+        # The first non-finite loss's iteration, kept on the device: looking at it every step would sync every step.
+        diverged_at = torch.full((), -1, dtype=torch.long, device=device)
         eval_steps = algorithm.evaluation_steps(suite.test_inner_steps)
-        bar = tqdm(total=suite.meta_iterations, desc=f"{run.algorithm.name} seed {run.seed}", disable=None if progress else True,
-                   leave=False, unit="it")
+        bar = tqdm(total=suite.meta_iterations, initial=first, desc=f"{run.algorithm.name} seed {run.seed}",
+                   disable=None if progress else True, leave=False, unit="it")
         algorithm.train()
-        for iteration in range(suite.meta_iterations):
+        for iteration in range(first, suite.meta_iterations):
             timed = iteration >= suite.warmup_iterations
             if timed:
                 train_timer.start()
             data_start = time.perf_counter()
             batch = episodes.train(run.seed, iteration)
             data_seconds += time.perf_counter() - data_start if timed else 0.0
-            with autocast(plan.execution, device):
-                running_loss += algorithm.meta_train_step(batch, iteration)
+            with autocast(options, device):
+                loss = torch.as_tensor(algorithm.meta_train_step(batch, iteration), device=device).detach()
             if timed:
                 train_timer.stop()
+            running_loss += loss
+            diverged_at = torch.where((diverged_at < 0) & ~torch.isfinite(loss), iteration + 1, diverged_at)
             bar.update()
             done = iteration + 1
+            if done % check_every == 0 or done % suite.val_every == 0 or done == suite.meta_iterations:
+                if diverged_at.item() >= 0:
+                    raise Diverged(int(diverged_at.item()), "the meta-training loss", _first_bad(running_loss))
             if done % suite.val_every == 0 or done == suite.meta_iterations:
                 mean_loss = running_loss.item() / (done - (curve[-1]["iteration"] if curve else 0))
                 running_loss.zero_()
-                if not math.isfinite(mean_loss):
-                    raise FloatingPointError(f"meta-training loss is {mean_loss} at iteration {done}")
-                with autocast(plan.execution, device):
+                with autocast(options, device):
                     val_values, record["seeds"]["val_episodes"]["sha256"] = episodes.evaluate(
                         algorithm, "val", suite.val_tasks, eval_steps)
                 value = val_values.mean().item()
-                # JSON has no inf or NaN: a diverged validation score is stored as null.
+                # JSON has no inf or NaN: a non-finite validation score is stored as null.
                 curve.append({"iteration": done, "wall_time_s": time.perf_counter() - wall_start,
                               "train_loss": mean_loss, "val_metric": value if math.isfinite(value) else None})
                 if math.isfinite(value) and sign * value < sign * best_value:
                     best_value, best_iteration, best_state = value, done, _state_copy(algorithm)
                 bar.set_postfix(loss=f"{mean_loss:.3g}", val=f"{value:.3g}")
+            if checkpoint is not None and every and done % every == 0 and done < suite.meta_iterations:
+                save_checkpoint(checkpoint, {
+                    "iteration": done, "execution": record["execution"], "training": algorithm.training_state(), "curve": curve,
+                    "best_value": best_value, "best_iteration": best_iteration, "best_state": best_state,
+                    "running_loss": running_loss.detach().cpu(), "train_segments": train_timer.segment_seconds(),
+                    "data_seconds": data_seconds, "peak_mb": max(earlier_peak_mb, memory.peak_mb()),
+                    "wall_time_s": time.perf_counter() - wall_start,
+                    "val_sha256": record["seeds"]["val_episodes"]["sha256"],
+                })
         bar.close()
         algorithm.load_state_dict(best_state)
         test_timer = SegmentTimer(device)
         test_timer.start()
-        with autocast(plan.execution, device):
+        with autocast(options, device):
             per_task, record["seeds"]["test_episodes"]["sha256"] = episodes.evaluate(
                 algorithm, "test", suite.test_tasks, eval_steps)
         test_timer.stop()
         test_seconds = test_timer.seconds()
         values = per_task.double().cpu().tolist()
-        if not all(math.isfinite(v) for v in values):
-            raise FloatingPointError("the test metric is not finite for some tasks")
+        bad = [v for v in values if not math.isfinite(v)]
+        if bad:
+            raise Diverged(suite.meta_iterations, f"the test metric of {len(bad)} of {len(values)} episodes", bad[0])
         mean, ci95 = mean_ci95(values)
         timed_iterations = suite.meta_iterations - min(suite.warmup_iterations, suite.meta_iterations)
         step_seconds = train_timer.segment_seconds()
@@ -369,43 +459,53 @@ def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool =
                 "test_tasks_per_s": len(values) / test_seconds if test_seconds else None,
                 "wall_time_s": time.perf_counter() - wall_start,
             },
-            memory={"peak_mb": memory.peak_mb(), "kind": memory.kind},
+            memory={"peak_mb": max(earlier_peak_mb, memory.peak_mb()), "kind": memory.kind},
             ended_at=records.utc_now(),
         )
     except KeyboardInterrupt:
         record.update(status="interrupted", ended_at=records.utc_now(),
                       error={"type": "KeyboardInterrupt", "message": f"interrupted at iteration {iteration}"},
                       timing={"wall_time_s": time.perf_counter() - wall_start})
-        records.write_record(path, record)
         raise
+    except Diverged as exc:  # recorded as such, and kept out of leaderboards (only completed runs count)
+        log.error("%s seed %d diverged: %s", run.algorithm.name, run.seed, exc)
+        record.update(status="diverged", ended_at=records.utc_now(),
+                      diverged={"iteration": exc.iteration, "what": exc.phase, "value": str(exc.value)},
+                      training={"meta_iterations": suite.meta_iterations, "stopped_at_iteration": iteration + 1,
+                                "curve": curve},
+                      error={"type": "Diverged", "message": str(exc), "iteration": exc.iteration},
+                      timing={"wall_time_s": time.perf_counter() - wall_start})
     except Exception as exc:  # recorded, not swallowed: the record says failed, with the traceback
         log.error("%s seed %d failed: %s: %s", run.algorithm.name, run.seed, type(exc).__name__, exc)
         record.update(status="failed", ended_at=records.utc_now(),
                       error={"type": type(exc).__name__, "message": str(exc), "iteration": iteration,
                              "traceback": traceback.format_exc()},
                       timing={"wall_time_s": time.perf_counter() - wall_start})
+    return record
+
+
+def _first_bad(running_loss: torch.Tensor) -> float:
+    value = running_loss.item()
+    return value if not math.isfinite(value) else math.nan
+
+
+def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool = True) -> dict[str, Any]:
+    """One run in this process, recorded at ``plan.results_dir`` (no checkpoints; see ``execute``)."""
+    path, record = new_record(plan, run)
     records.write_record(path, record)
+    try:
+        train_and_test(plan, run, episodes, record, progress=progress,
+                       on_configured=lambda configured: records.write_record(path, configured))
+    finally:
+        records.write_record(path, record)
     record["_path"] = str(path)
     return record
 
 
-def execute(plan: RunPlan, progress: bool = True) -> list[dict[str, Any]]:
-    """Run every planned (algorithm, seed); returns their records in order."""
-    if plan.device.type == "cuda":
-        torch.backends.cudnn.deterministic = True
-        torch.backends.cudnn.benchmark = False
-    for name, why in plan.skipped.items():
-        log.info("not running %s: %s", name, why)
-    episodes = plan.episodes or Episodes(plan.suite, plan.device)
-    results = []
-    for number, run in enumerate(plan.runs, 1):
-        log.info("[%d/%d] %s on %s (%s tier), seed %d", number, len(plan.runs), run.algorithm.name,
-                 plan.suite.name, plan.suite.tier, run.seed)
-        record = run_one(plan, run, episodes, progress)
-        if record["status"] == "completed":
-            metric = record["metric"]
-            log.info("    %s = %.4f +- %.4f, %.0f meta-train tasks/s, %.1f s", metric["name"], metric["mean"],
-                     metric["ci95"], record["timing"]["meta_train_tasks_per_s"] or float("nan"),
-                     record["timing"]["wall_time_s"])
-        results.append(record)
-    return results
+def execute(plan: RunPlan, progress: bool = True, executor: Any = None, resume: bool = False) -> list[dict[str, Any]]:
+    """Run every planned (algorithm, seed) with ``executor`` (default: this process, one after
+    another); returns their records in the plan's order. With ``resume``, runs finished in
+    ``plan.results_dir`` are skipped (their records returned) and interrupted ones continued."""
+    from bench.executors import LocalExecutor, run_plan
+
+    return run_plan(plan, executor or LocalExecutor(), progress=progress, resume=resume)

@@ -26,6 +26,11 @@ class SegmentTimer:
         self.uses_cuda_events = device.type == "cuda"
         self._open: object | None = None
         self._segments: list[tuple[object, object]] = []
+        self._earlier: list[float] = []  # segments timed before a resume, by another process
+
+    def restore(self, seconds: list[float]) -> None:
+        """Continue a resumed run's timing: ``seconds`` are its segments before the checkpoint."""
+        self._earlier = list(seconds)
 
     @property
     def method(self) -> str:
@@ -54,8 +59,8 @@ class SegmentTimer:
         if self.uses_cuda_events:
             if self._segments:
                 self._segments[-1][1].synchronize()
-            return [start.elapsed_time(end) / 1000.0 for start, end in self._segments]
-        return [end - start for start, end in self._segments]
+            return [*self._earlier, *(start.elapsed_time(end) / 1000.0 for start, end in self._segments)]
+        return [*self._earlier, *(end - start for start, end in self._segments)]
 
     def seconds(self) -> float:
         """Total of the closed segments; on CUDA this waits for the device once."""

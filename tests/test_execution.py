@@ -86,7 +86,7 @@ def test_execution_options_are_recorded(cli, tmp_path):
     assert code == 0, err
     executions = {r["algorithm"]["name"]: r["execution"] for r in read_records(tmp_path)}
     assert executions["maml"] == {"task_chunk": 2, "checkpoint_inner_steps": True, "autocast": "bf16", "compile": False,
-                                  "task_chunk_choice": "set"}
+                                  "threads": None, "checkpoint_every": None, "task_chunk_choice": "set"}
     assert executions["maml.l2l"]["task_chunk"] is None and executions["maml.l2l"]["checkpoint_inner_steps"] is None
 
 

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import pytest
 
@@ -10,8 +11,12 @@ from bench.errors import BenchError
 
 
 def minimal(status="running"):
-    return {"schema_version": records.SCHEMA_VERSION, "run_id": "r", "status": status, "suite": {}, "algorithm": {},
-            "seeds": {}, "environment": {}, "started_at": "t"}
+    """A record as a run starts it: what identifies the run, no results yet."""
+    protocol = {"shots": 10, "queries": 10, "test_tasks": 50, "test_inner_steps": 10}
+    return {"schema_version": records.SCHEMA_VERSION, "run_id": "r", "status": status,
+            "suite": {"name": "sine", "version": 1, "tier": "smoke", "protocol": protocol, "protocol_hash": "0123456789abcdef"},
+            "algorithm": {"name": "maml", "family": "gradient-based", "hyperparameters": {}},
+            "seeds": {"training_seed": 0}, "environment": {}, "started_at": "t"}
 
 
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path, monkeypatch):
@@ -46,6 +51,32 @@ def test_an_unreadable_record_is_a_clear_error(tmp_path, content, why):
     with pytest.raises(BenchError, match=why) as info:
         records.load_record(path)
     assert "move it out of the results directory or delete it" in str(info.value)
+
+
+def test_keys_and_statuses_of_newer_runs_are_read(tmp_path):
+    path = tmp_path / "record.json"
+    records.write_record(path, minimal("diverged") | {"executor": {"kind": "ray"}, "resumed": [{"at_iteration": 3}],
+                                                      "diverged": {"iteration": 3}})
+    assert records.load_record(path)["resumed"] == [{"at_iteration": 3}]
+
+
+@pytest.mark.parametrize(
+    ("change", "why"),
+    [
+        ({"seeds": 5}, "field 'seeds': Input should be a valid dictionary"),
+        ({"suite": []}, "field 'suite'"),
+        ({"schema_version": True}, "schema_version True"),
+        ({"algorithm": {"name": "maml", "family": "gradient-based", "hyperparameters": "lr=1"}}, "algorithm.hyperparameters"),
+        ({"suite": minimal()["suite"] | {"name": "../elsewhere"}}, "field 'suite.name': String should match pattern"),
+        ({"status": ["completed"]}, "unknown status ['completed']"),
+    ],
+)
+def test_a_record_with_wrong_types_is_a_clear_error(tmp_path, change, why):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(minimal() | change))
+    with pytest.raises(BenchError, match=re.escape(why)) as info:
+        records.load_record(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
 
 
 def test_unwritable_results_directory(tmp_path):

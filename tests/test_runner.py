@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
 from bench import records
 from bench.algorithms.maml import MAML
-from bench.runner import execute, plan_run
+from bench.runner import DIVERGENCE_CHECK_EVERY, execute, plan_run
 from tests.conftest import read_records
 
 
@@ -101,7 +103,30 @@ def test_a_failing_run_is_recorded_and_the_others_go_on(tmp_path, monkeypatch):
     assert results[0]["error"]["message"] == "boom" and "Traceback" in results[0]["error"]["traceback"]
 
 
-def test_a_diverging_run_is_failed_not_averaged(tmp_path):
-    [record] = execute(smoke(tmp_path, overrides=["maml.inner_lr=1e6"]), progress=False)
-    assert record["status"] == "failed"
-    assert record["error"]["type"] == "FloatingPointError", record["error"]
+def test_a_diverging_run_is_stopped_recorded_as_diverged_and_kept_off_the_leaderboard(tmp_path):
+    from bench import leaderboard
+
+    plan = smoke(tmp_path, ("maml", "cnp"), overrides=["maml.inner_lr=1e6", "suite.meta_iterations=200", "suite.val_every=100"])
+    diverged, completed = execute(plan, progress=False)
+    assert diverged["status"] == "diverged" and completed["status"] == "completed"
+    first_bad = diverged["diverged"]["iteration"]
+    assert 1 <= first_bad <= 200 and diverged["diverged"]["value"] in ("nan", "inf", "-inf")
+    assert "at iteration" in diverged["error"]["message"]
+    # Stopped at the next look at the loss, not trained to the end of its budget.
+    assert first_bad <= diverged["training"]["stopped_at_iteration"] <= first_bad + DIVERGENCE_CHECK_EVERY
+    assert records.load_record(Path(diverged["_path"]))["status"] == "diverged"
+    [(_, table)] = leaderboard.leaderboards(tmp_path, "sine", "smoke")
+    assert list(table["algorithm"]) == ["cnp"]
+
+
+def test_a_non_finite_loss_is_caught_at_the_exact_iteration(tmp_path, monkeypatch):
+    original = MAML.meta_train_step
+
+    def step(self, batch, iteration):
+        loss = original(self, batch, iteration)
+        return loss * float("nan") if iteration == 12 else loss
+
+    monkeypatch.setattr(MAML, "meta_train_step", step)
+    [record] = execute(smoke(tmp_path, overrides=["suite.meta_iterations=40"]), progress=False)
+    assert record["status"] == "diverged"
+    assert record["diverged"]["iteration"] == 13, "meta-iteration 12 counted from 0 is the 13th"

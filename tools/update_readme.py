@@ -3,7 +3,8 @@
 README tables sit between ``<!-- leaderboard:SUITE:TIER -->`` and ``<!-- /leaderboard -->`` (the
 full report of every suite, ``report/``, is written by ``python -m bench report``). The performance
 table (``<!-- perf -->``) comes from the newest full ``bench perf`` record in ``results/perf/``, the
-suite-cost table (``<!-- cost -->``) from the newest ``bench cost`` record in ``results/cost/``.
+suite-cost table (``<!-- cost -->``) from the newest ``bench cost`` record in ``results/cost/``, the
+executor tables (``<!-- executors -->``) from every ``bench perf-executors`` record in ``results/perf/``.
 ``tests/test_readme.py`` fails when a table and its records disagree.
 
 Usage: python tools/update_readme.py [--check]
@@ -19,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import cost, perf  # noqa: E402
+from bench import cost, perf, perf_executors  # noqa: E402
 from bench.leaderboard import leaderboards, render  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- leaderboard:(?P<suite>[\w.-]+):(?P<tier>\w+) -->\n)(?P<body>.*?)(<!-- /leaderboard -->)", re.S)
@@ -28,6 +29,7 @@ RESULTS = ROOT / "results"
 
 PERF_BLOCK = re.compile(r"(<!-- perf -->\n)(?P<body>.*?)(<!-- /perf -->)", re.S)
 COST_BLOCK = re.compile(r"(<!-- cost -->\n)(?P<body>.*?)(<!-- /cost -->)", re.S)
+EXECUTORS_BLOCK = re.compile(r"(<!-- executors -->\n)(?P<body>.*?)(<!-- /executors -->)", re.S)
 
 
 def newest(directory: Path, pattern: str, keep=lambda record: True) -> tuple[Path, dict] | None:
@@ -61,6 +63,15 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
             + cost.render([latest[key] for key in sorted(latest, key=lambda k: (k[0], k[1], k[2] or ""))]))
         return f"{match.group(1)}{body}\n{match.group(3)}"
 
+    def executors_table(match: re.Match) -> str:
+        found = [(path, json.loads(path.read_text())) for path in sorted((results_dir / "perf").glob("executors-*.json"))]
+        body = "(no `bench perf-executors` record yet)" if not found else "\n\n".join(
+            f"From `{path.relative_to(results_dir.parent)}` (commit {(record['git'].get('commit') or '?')[:7]}"
+            f"{' with uncommitted changes' if record['git'].get('dirty') else ''}, "
+            f"Ray {record['ray_version']}):\n\n{perf_executors.render(record)}" for path, record in found)
+        return f"{match.group(1)}{body}\n{match.group(3)}"
+
+    text = EXECUTORS_BLOCK.sub(executors_table, text)
     return COST_BLOCK.sub(cost_table, PERF_BLOCK.sub(perf_table, BLOCK.sub(table, text)))
 
 

@@ -162,6 +162,20 @@ class Algorithm(nn.Module):
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         raise NotImplementedError
 
+    def training_state(self) -> dict[str, Any]:
+        """Everything meta-training changes: parameters and buffers, the optimizer's state (Adam's
+        moments) and the generator's, so that training resumed from it takes the same steps."""
+        state: dict[str, Any] = {"module": self.state_dict(), "generator": self.generator.get_state()}
+        if hasattr(self, "optimizer"):
+            state["optimizer"] = self.optimizer.state_dict()
+        return state
+
+    def load_training_state(self, state: dict[str, Any]) -> None:
+        self.load_state_dict(state["module"])
+        self.generator.set_state(state["generator"])
+        if "optimizer" in state:
+            self.optimizer.load_state_dict(state["optimizer"])
+
     @property
     def inductive(self) -> bool:
         """Inductive batch norm: each task's support set gives the statistics, so no query sees the others."""

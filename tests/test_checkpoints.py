@@ -1,0 +1,86 @@
+"""A run interrupted mid-training and resumed from its checkpoint ends bit-for-bit where an uninterrupted run ends."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bench import records
+from bench.checkpoints import CHECKPOINTS, load_checkpoint, save_checkpoint
+from bench.execution import ExecutionOptions
+from bench.runner import Episodes, execute, plan_run
+
+SINE = ["suite.meta_iterations=30", "suite.val_every=10"]
+OMNIGLOT = ["suite.meta_iterations=6", "suite.val_every=3", "suite.val_tasks=4", "suite.test_tasks=8"]
+CASES = [("sine", name, SINE, 17) for name in ("maml", "fomaml", "metasgd", "anil", "reptile", "cnp", "transfer")] + [
+    ("omniglot-5w1s", name, OMNIGLOT, 4)
+    for name in ("protonet", "matchingnet", "relationnet", "metaoptnet.svm", "baseline", "baselinepp", "maml", "metasgd")
+]
+
+
+def _plan(suite, algorithm, overrides, results_dir, every):
+    return plan_run(suite, [algorithm], [0], "smoke", results_dir, "cpu", overrides,
+                    ExecutionOptions(task_chunk=2, checkpoint_every=every))
+
+
+def _interrupt_at(monkeypatch, at: int) -> None:
+    """Ctrl-C when meta-iteration ``at`` asks for its batch (patching the algorithm would change its code path)."""
+    original = Episodes.train
+
+    def train(self, seed, iteration):
+        if iteration == at:
+            raise KeyboardInterrupt
+        return original(self, seed, iteration)
+
+    monkeypatch.setattr(Episodes, "train", train)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("suite", "algorithm", "overrides", "stop_at"), CASES, ids=[f"{c[0]}-{c[1]}" for c in CASES])
+def test_a_resumed_run_equals_an_uninterrupted_one(tmp_path, monkeypatch, suite, algorithm, overrides, stop_at):
+    [whole] = execute(_plan(suite, algorithm, overrides, tmp_path / "whole", 0), progress=False)
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, stop_at)
+        with pytest.raises(KeyboardInterrupt):
+            execute(_plan(suite, algorithm, overrides, tmp_path / "cut", 2), progress=False)
+    [interrupted] = [r for r in map(records.load_record, records.iter_record_paths(tmp_path / "cut"))]
+    assert interrupted["status"] == "interrupted"
+    assert list((tmp_path / "cut" / CHECKPOINTS).rglob("*.pt")), "the interrupted run keeps its checkpoint"
+
+    [resumed] = execute(_plan(suite, algorithm, overrides, tmp_path / "cut", 2), progress=False, resume=True)
+    assert resumed["status"] == whole["status"] == "completed"
+    assert resumed["run_id"] == interrupted["run_id"], "the interrupted record is continued, not duplicated"
+    assert resumed["resumed"][0]["at_iteration"] == stop_at - stop_at % 2
+    assert resumed["metric"]["per_task"] == whole["metric"]["per_task"]
+    assert [p["train_loss"] for p in resumed["training"]["curve"]] == [p["train_loss"] for p in whole["training"]["curve"]]
+    assert resumed["training"]["best_iteration"] == whole["training"]["best_iteration"]
+    assert resumed["timing"]["timed_iterations"] == whole["timing"]["timed_iterations"]
+    assert not list((tmp_path / "cut" / CHECKPOINTS).rglob("*.pt")), "a finished run's checkpoint is removed"
+    assert len(list(records.iter_record_paths(tmp_path / "cut"))) == 1
+
+
+def test_resume_skips_finished_runs_and_runs_the_rest(tmp_path):
+    first = execute(_plan("sine", "cnp", SINE, tmp_path, None), progress=False)
+    plan = plan_run("sine", ["cnp", "reptile"], [0], "smoke", tmp_path, "cpu", SINE)
+    both = execute(plan, progress=False, resume=True)
+    assert [r["algorithm"]["name"] for r in both] == ["cnp", "reptile"]
+    assert both[0]["run_id"] == first[0]["run_id"], "the finished cnp run is taken as it is"
+    assert len(list(records.iter_record_paths(tmp_path))) == 2
+    again = execute(plan, progress=False, resume=True)
+    assert [r["run_id"] for r in again] == [r["run_id"] for r in both]
+
+
+def test_resume_does_not_take_a_run_with_other_hyperparameters(tmp_path):
+    [old] = execute(plan_run("sine", ["cnp"], [0], "smoke", tmp_path, "cpu", [*SINE, "cnp.lr=0.01"]), progress=False)
+    [new] = execute(plan_run("sine", ["cnp"], [0], "smoke", tmp_path, "cpu", SINE), progress=False, resume=True)
+    assert new["run_id"] != old["run_id"]
+
+
+def test_an_unreadable_checkpoint_means_starting_over(tmp_path, caplog):
+    path = tmp_path / "x.pt"
+    path.write_bytes(b"not a checkpoint")
+    assert load_checkpoint(path) is None
+    assert "starts from the beginning" in caplog.text
+    save_checkpoint(path, {"iteration": 3, "tensor": torch.ones(2)})
+    assert load_checkpoint(path)["iteration"] == 3
+    assert not list(tmp_path.glob(".*.tmp")), "no temporary file is left behind"
