@@ -417,9 +417,7 @@ def run_check(suite_name: str, baseline_path: Path, tier: str | None = None, alg
     results_dir = results_dir if results_dir is not None else new_results_dir()
     plan = plan_run(suite_name, wanted, seeds, tier, results_dir, device, list(overrides),
                     ExecutionOptions(task_chunks=chunks, threads=threads, checkpoint_every=checkpoint_every))
-    if executor is not None:
-        executor.check(plan)
-    done = execute(plan, progress=progress, executor=executor)
+    done = execute(plan, progress=progress, executor=executor)  # checks the executor before any run
     failed = {r["algorithm"]["name"]: f"{r['status']}: {r.get('error', {}).get('message', '')}" for r in done
               if r["status"] != "completed"}
     summary = compare(baseline, {a: e for a, e in entries_from_run(done).items() if a not in failed}, thresholds, failed,

@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -54,7 +54,8 @@ class Job:
     record: dict[str, Any]
     checkpoint: Path | None
     key: str
-    locks: list[FileLock] = field(default_factory=list)
+    job_lock: FileLock | None = None  # held while this process runs the job
+    run_lock: FileLock | None = None  # held while this process may still change the record
 
     @property
     def label(self) -> str:
@@ -94,12 +95,13 @@ def _run_lock_path(plan: RunPlan, run_id: str) -> Path:
 
 
 def _release(job: Job, finished: bool = False) -> None:
-    for lock in job.locks:
-        lock.release()
-        if finished and Path(lock.lock_file).name.startswith("run-"):
-            # Safe to remove: a resuming process re-reads the record after taking a run lock.
-            Path(lock.lock_file).unlink(missing_ok=True)
-    job.locks.clear()
+    if job.job_lock is not None:
+        job.job_lock.release()
+    if job.run_lock is not None:
+        job.run_lock.release()
+        if finished:  # safe to remove: a resuming process re-reads the record after taking a run lock
+            Path(job.run_lock.lock_file).unlink(missing_ok=True)
+    job.job_lock = job.run_lock = None
 
 
 def _stored(plan: RunPlan, run: PlannedRun, key: str) -> list[dict[str, Any]]:
@@ -121,7 +123,7 @@ def claim(plan: RunPlan, job: Job, resume: bool) -> dict[str, Any] | bool:
     job_lock = _try_lock(_job_lock_path(plan, job.key))
     if not resume:
         # A job another process is running runs here too (the user asked for it): a second record, nothing overwritten.
-        job.locks = [job_lock] if job_lock is not None else []
+        job.job_lock = job_lock
         return True
     if job_lock is None:
         log.warning("%s: another process is running it; not running it here", job.label)
@@ -132,7 +134,7 @@ def claim(plan: RunPlan, job: Job, resume: bool) -> dict[str, Any] | bool:
         job_lock.release()
         log.info("%s: already %s (%s); skipped", job.label, done[-1]["status"], done[-1]["_path"])
         return done[-1]
-    job.locks = [job_lock]
+    job.job_lock = job_lock
     for earlier in reversed([r for r in stored if r["status"] in ("running", "interrupted")]):
         run_lock = _try_lock(_run_lock_path(plan, earlier["run_id"]))
         if run_lock is None:
@@ -145,7 +147,7 @@ def claim(plan: RunPlan, job: Job, resume: bool) -> dict[str, Any] | bool:
         for stale in ("error", "ended_at", "timing"):
             job.record.pop(stale, None)
         job.checkpoint = _checkpoint(plan, job.record)
-        job.locks.append(run_lock)
+        job.run_lock = run_lock
         break
     return True
 
@@ -183,10 +185,8 @@ def run_plan(plan: RunPlan, executor: Executor, progress: bool = True, resume: b
             if claimed is not False:
                 results[job.index] = claimed
             return False
-        if not any(Path(lock.lock_file).name.startswith("run-") for lock in job.locks):
-            run_lock = _try_lock(_run_lock_path(plan, job.record["run_id"]))
-            if run_lock is not None:  # a new run id: only a clash of random suffixes could hold it
-                job.locks.append(run_lock)
+        if job.run_lock is None:  # a new run id: only a clash of random suffixes could hold its lock
+            job.run_lock = _try_lock(_run_lock_path(plan, job.record["run_id"]))
         log.info("[%d/%d] %s on %s (%s tier), seed %d%s", job.index + 1, len(plan.runs), job.run.algorithm.name,
                  plan.suite.name, plan.suite.tier, job.run.seed,
                  " (continuing an interrupted run)" if job.record["status"] != "running" else "")

@@ -67,13 +67,12 @@ def measure(suite: str = "sine", tier: str = "smoke", algorithms: list[str] | No
                     executor = RayExecutor(cpus_per_job=1)
                     plan = _grid(suite, tier, algorithms, seeds, results_dir, 1)
                 else:
-                    torch.set_num_threads(1 if name == "local-1t" else default_threads)
                     executor = LocalExecutor()
                     plan = _grid(suite, tier, algorithms, seeds, results_dir, 1 if name == "local-1t" else default_threads)
                 started = time.perf_counter()
                 done = execute(plan, progress=False, executor=executor)
                 walls[name].append(time.perf_counter() - started)
-                torch.set_num_threads(default_threads)
+                torch.set_num_threads(default_threads)  # each run set its own (ExecutionOptions.threads)
                 failed = [r["_path"] for r in done if r["status"] != "completed"]
                 if failed:
                     raise RuntimeError(f"{name}: runs did not complete: {failed}")

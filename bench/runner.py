@@ -489,19 +489,6 @@ def _first_bad(running_loss: torch.Tensor) -> float:
     return value if not math.isfinite(value) else math.nan
 
 
-def run_one(plan: RunPlan, run: PlannedRun, episodes: Episodes, progress: bool = True) -> dict[str, Any]:
-    """One run in this process, recorded at ``plan.results_dir`` (no checkpoints; see ``execute``)."""
-    path, record = new_record(plan, run)
-    records.write_record(path, record)
-    try:
-        train_and_test(plan, run, episodes, record, progress=progress,
-                       on_configured=lambda configured: records.write_record(path, configured))
-    finally:
-        records.write_record(path, record)
-    record["_path"] = str(path)
-    return record
-
-
 def execute(plan: RunPlan, progress: bool = True, executor: Any = None, resume: bool = False) -> list[dict[str, Any]]:
     """Run every planned (algorithm, seed) with ``executor`` (default: this process, one after
     another); returns their records in the plan's order. With ``resume``, runs finished in
