@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import records
+from bench import entries, records
 from bench.errors import BenchError
 from bench.stats import paired_p_value
 
@@ -105,7 +105,9 @@ def _mean(values: list[float | None]) -> float | None:
 
 def entries_from_records(results_dir: Path, suite: str, tier: str, protocol_hash: str | None = None,
                          algorithms: list[str] | None = None) -> dict[str, Entry]:
-    """The newest completed record per (algorithm, seed) of ``suite``/``tier``, one entry per algorithm.
+    """One entry per algorithm from the completed records of ``suite``/``tier`` under ``results_dir``,
+    chosen as leaderboards choose them (``bench.entries``): one table (protocol and budget), each
+    algorithm's one configuration (its only one, else the suite's default), the newest record per seed.
 
     With ``protocol_hash`` only records of that protocol count; without it every record must
     share one protocol (else there is no single baseline to speak of)."""
@@ -117,21 +119,26 @@ def entries_from_records(results_dir: Path, suite: str, tier: str, protocol_hash
         raise BenchError(f"no completed {tier}-tier records of suite {suite!r} under {results_dir}"
                          + (f" with protocol {protocol_hash}" if protocol_hash else "")
                          + f"; run `python -m bench run {suite} --tier {tier} --results-dir {results_dir}` first")
-    protocols = {r["suite"]["protocol_hash"] for r in found}
+    tables = entries.select(found)
+    protocols = {t.protocol_hash for t in tables}
     if len(protocols) > 1:
         raise BenchError(f"{results_dir}: the {tier}-tier records of {suite!r} have {len(protocols)} protocols "
                          f"({', '.join(sorted(protocols))}); keep one protocol's records in the directory")
-    by_algorithm: dict[str, list[dict[str, Any]]] = {}
-    for (algorithm, _), record in records.newest_per_seed(found).items():
-        by_algorithm.setdefault(algorithm, []).append(record)
-    return {algorithm: _entry(runs) for algorithm, runs in by_algorithm.items()}
+    if len(tables) > 1:
+        budgets = "; ".join(json.dumps(t.budget, sort_keys=True) for t in tables)
+        raise BenchError(f"{results_dir}: the {tier}-tier records of {suite!r} have {len(tables)} training budgets "
+                         f"({budgets}); keep one budget's records in the directory")
+    chosen = entries.one_entry_per_algorithm(tables[0], str(results_dir))
+    return {algorithm: _entry(list(entry.records)) for algorithm, entry in chosen.items()}
 
 
 def entries_from_run(done: list[dict[str, Any]]) -> dict[str, Entry]:
     """One entry per algorithm from the completed records ``execute`` just returned."""
-    completed = [r for r in done if r["status"] == "completed"]
-    return {algorithm: _entry([r for r in completed if r["algorithm"]["name"] == algorithm])
-            for algorithm in sorted({r["algorithm"]["name"] for r in completed})}
+    chosen: dict[str, Entry] = {}
+    for table in entries.select(done):
+        for algorithm, entry in entries.one_entry_per_algorithm(table, "the runs just made").items():
+            chosen[algorithm] = _entry(list(entry.records))
+    return chosen
 
 
 def _entry(runs: list[dict[str, Any]]) -> Entry:

@@ -8,7 +8,7 @@ Resuming (``--resume``) and concurrent runs rest on two kinds of lock under
 ``<results_dir>/.locks/``, advisory ``flock`` locks (via ``filelock``) that the OS releases when
 their process dies, even by ``kill -9``:
 
-- the job lock (one per job key, ``runner.job_key``) is held while a process runs that job, so a
+- the job lock (one per job key, ``bench.entries.run_identity``) is held while a process runs that job, so a
   resuming process leaves alone a job another process is running;
 - the run lock (one per record) is held while its record may still change, so an unfinished record
   whose run lock is free belongs to a dead process and may be continued.
@@ -34,8 +34,9 @@ from tqdm.auto import tqdm
 
 from bench import records
 from bench.checkpoints import checkpoint_path, remove_checkpoint
+from bench.entries import run_identity
 from bench.errors import BenchError
-from bench.runner import Episodes, PlannedRun, RunPlan, job_key, new_record, train_and_test
+from bench.runner import Episodes, PlannedRun, RunPlan, new_record, train_and_test
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def _stored(plan: RunPlan, run: PlannedRun, key: str) -> list[dict[str, Any]]:
     found = []
     for path in sorted(directory.glob(f"{run.algorithm.name}-seed{run.seed}-*.json")):
         record = records.load_record(path)
-        if job_key(record) == key:
+        if run_identity(record) == key:
             record["_path"] = str(path)
             found.append(record)
     return sorted(found, key=lambda r: r["started_at"])
@@ -156,7 +157,7 @@ def plan_jobs(plan: RunPlan) -> list[Job]:
     jobs = []
     for index, run in enumerate(plan.runs):
         path, record = new_record(plan, run)
-        key = job_key({**record, "execution": plan.execution.as_record()})
+        key = run_identity({**record, "execution": plan.execution.as_record()})
         jobs.append(Job(index, run, path, record, _checkpoint(plan, record), key))
     return jobs
 

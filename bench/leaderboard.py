@@ -1,10 +1,11 @@
 """Leaderboards built with pandas from stored records only.
 
-Records share a table only when they are comparable: same suite version, tier and protocol
-(hash of every protocol field). For each algorithm, the newest completed record per training
-seed counts. ``mean`` is the mean over seeds of each seed's test mean; ``ci95`` is the mean over
-seeds of each seed's 95% interval over test episodes (episode sampling); ``seed_std`` is the
-spread of the seed means (training randomness).
+Which records share a table and which are averaged into one row is decided by
+:mod:`bench.entries`: a table is one (suite version, tier, protocol, budget), a row one
+configuration (algorithm, hyperparameters, code version, numerics), labelled with what differs
+from the suite's default (``maml [inner_lr=0.02]``). ``mean`` is the mean over seeds of each
+seed's test mean; ``ci95`` is the mean over seeds of each seed's 95% interval over test episodes
+(episode sampling); ``seed_std`` is the spread of the seed means (training randomness).
 
 Ranks: entries tie unless a paired t-test on the identical test episodes (each algorithm's
 per-episode metric averaged over its seeds) finds a difference at the 5% level; tied entries share
@@ -22,15 +23,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bench import records
+from bench import entries, records
 from bench.config import PublishedResult, Suite, load_suite
 from bench.errors import BenchError
 from bench.stats import ALPHA, PAIRED_TEST, UNPAIRED_RULE, paired_p_value, ranks_with_ties
 
 COLUMNS = ["rank", "algorithm", "family", "mean", "ci95", "seed_std", "n_seeds", "seeds", "n_episodes", "test_steps",
            "meta_train_tasks_per_s", "test_tasks_per_s", "data_share", "peak_mem_mb", "wall_time_s", "published",
-           "published_value", "published_diff", "tie_group"]
-SHOWN_APART = ("published_value", "tie_group")  # in JSON and CSV; the printed tables show rank and the published text
+           "published_value", "published_ci95", "published_source", "published_diff", "tie_group",
+           "registered_algorithm", "variant", "entry_id"]
+# In JSON and CSV only; the printed tables show the rank, the published text and the label (algorithm [variant]).
+SHOWN_APART = ("published_value", "published_ci95", "published_source", "tie_group", "registered_algorithm", "variant",
+               "entry_id")
 FLOOR = "centroid"  # nearest centroid on frozen sentence embeddings: the floor of the text suites
 
 
@@ -38,14 +42,18 @@ def _without_model(protocol: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in protocol.items() if k != "model"}, sort_keys=True)
 
 
-def _floor(frame: pd.DataFrame, version: int, tier: str, protocol: dict[str, Any]) -> float | None:
-    """The floor's mean on the same episodes: a centroid record of the same suite, tier and protocol
-    except the model (the episodes of a text suite do not depend on the encoder)."""
-    if protocol.get("data", {}).get("kind") != "text":
+def _floor(tables: list[entries.Table], table: entries.Table) -> float | None:
+    """The floor's mean on the same episodes: the default centroid entry of a table of the same suite
+    version, tier, protocol except the model (the episodes of a text suite do not depend on the
+    encoder) and budget."""
+    if table.protocol.get("data", {}).get("kind") != "text":
         return None
-    same = frame[(frame["algorithm"] == FLOOR) & (frame["suite_version"] == version) & (frame["tier"] == tier)]
-    same = same[[_without_model(json.loads(p)) == _without_model(protocol) for p in same["protocol"]]]
-    return float(same["mean"].mean()) if len(same) else None
+    means = [float(np.mean([r["metric"]["mean"] for r in entry.records]))
+             for other in tables
+             if (other.suite_version, other.tier, other.budget) == (table.suite_version, table.tier, table.budget)
+             and _without_model(other.protocol) == _without_model(table.protocol)
+             for entry in other.entries if entry.algorithm == FLOOR and entry.default]
+    return float(np.mean(means)) if means else None
 
 
 def _not_applicable(suite: Suite | None, protocol: dict[str, Any]) -> dict[str, str]:
@@ -80,16 +88,18 @@ def _published_text(entry: PublishedResult | None) -> str:
     return f"{entry.value:g}{ci} ({entry.label}: {entry.source})"
 
 
-def per_episode_means(group: pd.DataFrame) -> dict[str, np.ndarray] | None:
-    """Each algorithm's per-episode metric averaged over its seeds, when every record of the group
-    was tested on the same episode list (same hash); otherwise None (no paired test possible)."""
-    hashes = set(group["test_sha256"])
-    if len(hashes) != 1 or None in hashes or any(p is None for p in group["per_task"]):
+def per_episode_means(table: entries.Table) -> dict[str, np.ndarray] | None:
+    """Each entry's per-episode metric averaged over its seeds, when every record of the table was
+    tested on the same episode list (same hash); otherwise None (no paired test possible)."""
+    found = table.records
+    hashes = {r["seeds"]["test_episodes"].get("sha256") for r in found}
+    values = [r["metric"].get("per_task") for r in found]
+    if len(hashes) != 1 or None in hashes or any(v is None for v in values):
         return None
-    if len({len(p) for p in group["per_task"]}) != 1:  # records that disagree about the episodes: no pairing
+    if len({len(v) for v in values}) != 1:  # records that disagree about the episodes: no pairing
         return None
-    return {algorithm: np.mean(np.array(list(rows["per_task"]), dtype=np.float64), axis=0)
-            for algorithm, rows in group.groupby("algorithm")}
+    return {entry.label: np.mean(np.array([r["metric"]["per_task"] for r in entry.records], dtype=np.float64), axis=0)
+            for entry in table.entries}
 
 
 def rank(table: pd.DataFrame, per_episode: dict[str, np.ndarray] | None) -> tuple[list[float], list[int], str]:
@@ -109,106 +119,93 @@ def rank(table: pd.DataFrame, per_episode: dict[str, np.ndarray] | None) -> tupl
     return ranks, groups, test
 
 
-def _number(value: float | None) -> float:
-    """A record's optional measurement (None when it was not timed) as a float column value."""
-    return math.nan if value is None else float(value)
+def _mean_of(values: list[float | None]) -> float:
+    """The mean of the measured values (a run too short to be timed stores null), NaN if none was."""
+    present = [float(v) for v in values if v is not None]
+    return float(np.mean(present)) if present else math.nan
 
 
-def records_frame(results_dir: Path, suite_name: str) -> pd.DataFrame:
-    """One row per completed record of ``suite_name``."""
-    rows = []
-    for record in records.load_records(results_dir, suite_name):
-        if record["status"] != "completed":
+def _row(entry: entries.Entry) -> dict[str, Any]:
+    """One entry's row: every number from the entry's own records (the newest of each seed)."""
+    found = entry.records
+    means = [r["metric"]["mean"] for r in found]
+    return {
+        "algorithm": entry.label,
+        "family": found[0]["algorithm"]["family"],
+        "mean": float(np.mean(means)),
+        "ci95": float(np.mean([r["metric"]["ci95"] for r in found])),
+        "seed_std": float(np.std(means, ddof=1)) if len(means) > 1 else math.nan,
+        "n_seeds": len(found),
+        "seeds": ",".join(str(s) for s in entry.seeds),
+        "n_episodes": found[0]["metric"]["n_episodes"],
+        "test_steps": found[0]["metric"]["inner_steps"],
+        "meta_train_tasks_per_s": _mean_of([r["timing"]["meta_train_tasks_per_s"] for r in found]),
+        "test_tasks_per_s": _mean_of([r["timing"]["test_tasks_per_s"] for r in found]),
+        "data_share": _mean_of([r["timing"].get("data_share") for r in found]),
+        "peak_mem_mb": max(r["memory"]["peak_mb"] for r in found),
+        "wall_time_s": float(np.mean([r["timing"]["wall_time_s"] for r in found])),
+        "registered_algorithm": entry.algorithm,
+        "variant": ", ".join(entry.variant),
+        "entry_id": entry.identity,
+    }
+
+
+def _current_suite(suite_name: str, found: list[dict[str, Any]]) -> Suite | None:
+    """The suite file as it is now (published numbers, applicability); None once it no longer exists."""
+    for candidate in (suite_name, *sorted({r["suite"].get("file") for r in found if r["suite"].get("file")})):
+        try:
+            return load_suite(str(candidate))
+        except BenchError:
             continue
-        rows.append({
-            "suite": record["suite"]["name"],
-            "suite_version": record["suite"]["version"],
-            "suite_file": record["suite"].get("file"),
-            "tier": record["suite"]["tier"],
-            "protocol_hash": record["suite"]["protocol_hash"],
-            "protocol": json.dumps(record["suite"]["protocol"], sort_keys=True),
-            "algorithm": record["algorithm"]["name"],
-            "family": record["algorithm"]["family"],
-            "hyperparameters": json.dumps(record["algorithm"]["hyperparameters"], sort_keys=True),
-            "seed": record["seeds"]["training_seed"],
-            "started_at": record["started_at"],
-            "mean": record["metric"]["mean"],
-            "ci95": record["metric"]["ci95"],
-            "n_episodes": record["metric"]["n_episodes"],
-            "test_steps": record["metric"]["inner_steps"],
-            "lower_is_better": record["metric"]["lower_is_better"],
-            "metric": record["metric"]["name"],
-            "per_task": record["metric"].get("per_task"),
-            "test_sha256": record["seeds"]["test_episodes"].get("sha256"),
-            "meta_train_tasks_per_s": _number(record["timing"]["meta_train_tasks_per_s"]),
-            "test_tasks_per_s": _number(record["timing"]["test_tasks_per_s"]),
-            "data_share": _number(record["timing"].get("data_share")),
-            "peak_mem_mb": record["memory"]["peak_mb"],
-            "wall_time_s": record["timing"]["wall_time_s"],
-            "path": record["_path"],
-        })
-    return pd.DataFrame(rows)
+    return None
 
 
 def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = None) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    """A (description, table) pair per group of comparable records, best first within each."""
+    """A (description, table) pair per table of comparable records (``bench.entries``), best first within each."""
     results_dir = Path(results_dir)
-    frame = records_frame(results_dir, suite_name)
-    if frame.empty:
+    found = [r for r in records.load_records(results_dir, suite_name) if r["status"] == "completed"]
+    if not found:
         raise BenchError(f"no completed records for suite {suite_name!r} under {results_dir}; "
                          f"run `python -m bench run {suite_name}` first")
     if tier is not None:
-        frame = frame[frame["tier"] == tier]
-        if frame.empty:
+        found = [r for r in found if r["suite"]["tier"] == tier]
+        if not found:
             raise BenchError(f"no completed {tier}-tier records for suite {suite_name!r} under {results_dir}")
-    suite = None  # records of a suite file that no longer exists still make a table
-    for candidate in (suite_name, *frame["suite_file"].dropna().unique()):
-        try:
-            suite = load_suite(str(candidate))
-            break
-        except BenchError:
-            continue
-    tables = []
-    for (version, tier_name, protocol_hash), group in frame.groupby(["suite_version", "tier", "protocol_hash"], sort=True):
-        newest = group.sort_values("started_at").groupby(["algorithm", "seed"], as_index=False).last()
-        lower = bool(newest["lower_is_better"].iloc[0])
-        protocol = json.loads(newest["protocol"].iloc[0])
-        table = newest.groupby("algorithm").agg(
-            family=("family", "first"),
-            mean=("mean", "mean"),
-            ci95=("ci95", "mean"),
-            seed_std=("mean", lambda s: float(s.std(ddof=1)) if len(s) > 1 else math.nan),
-            n_seeds=("seed", "nunique"),
-            seeds=("seed", lambda s: ",".join(str(v) for v in sorted(s))),
-            n_episodes=("n_episodes", "first"),
-            test_steps=("test_steps", "first"),
-            meta_train_tasks_per_s=("meta_train_tasks_per_s", "mean"),
-            test_tasks_per_s=("test_tasks_per_s", "mean"),
-            data_share=("data_share", "mean"),
-            peak_mem_mb=("peak_mem_mb", "max"),
-            wall_time_s=("wall_time_s", "mean"),
-        ).reset_index()
+    suite = _current_suite(suite_name, found)
+    all_tables = entries.select(found)
+    boards = []
+    for table_entries in all_tables:
+        lower = bool(table_entries.records[0]["metric"]["lower_is_better"])
+        protocol = table_entries.protocol
+        table = pd.DataFrame([_row(e) for e in table_entries.entries])
         table = table.sort_values(["mean", "algorithm"], ascending=[lower, True]).reset_index(drop=True)
-        ranks, groups, tie_test = rank(table, per_episode_means(newest))
+        ranks, groups, tie_test = rank(table, per_episode_means(table_entries))
         table.insert(0, "rank", ranks)
         table["tie_group"] = groups
-        entries = [published_entry(suite, a, protocol) for a in table["algorithm"]]
-        table["published"] = [_published_text(e) for e in entries]
-        table["published_value"] = [e.value if e else math.nan for e in entries]
+        by_label = {e.label: e for e in table_entries.entries}
+        published = [published_entry(suite, by_label[label].algorithm, protocol) if by_label[label].default else None
+                     for label in table["algorithm"]]
+        table["published"] = [_published_text(e) for e in published]
+        table["published_value"] = [e.value if e else math.nan for e in published]
+        table["published_ci95"] = [e.ci95 if e and e.ci95 is not None else math.nan for e in published]
+        table["published_source"] = [f"{e.label}: {e.source}" if e else "" for e in published]
         table["published_diff"] = table["mean"] - table["published_value"]
-        floor = _floor(frame, version, tier_name, protocol)
+        floor = _floor(all_tables, table_entries)
         columns = COLUMNS
         if floor is not None:
             table["vs_floor"] = table["mean"] - floor
             columns = [*COLUMNS[:5], "vs_floor", *COLUMNS[5:]]
         description = {
-            "suite": suite_name, "suite_version": int(version), "tier": tier_name, "protocol_hash": protocol_hash,
-            "metric": newest["metric"].iloc[0], "lower_is_better": lower, "protocol": protocol, "floor": floor,
+            "suite": suite_name, "suite_version": int(table_entries.suite_version), "tier": table_entries.tier,
+            "protocol_hash": table_entries.protocol_hash, "metric": table_entries.records[0]["metric"]["name"],
+            "lower_is_better": lower, "protocol": protocol, "budget": table_entries.budget,
+            "budget_changes": table_entries.budget_changes, "floor": floor,
             "not_applicable": _not_applicable(suite, protocol), "tie_test": tie_test,
-            "n_records": len(newest), "record_paths": sorted(newest["path"]),
+            "n_records": len(table_entries.records), "record_paths": sorted(r["_path"] for r in table_entries.records),
+            "entry_records": {e.label: [r["_path"] for r in e.records] for e in table_entries.entries},
         }
-        tables.append((description, table[columns]))
-    return tables
+        boards.append((description, table[columns]))
+    return boards
 
 
 def average_ranks(boards: list[tuple[dict[str, Any], pd.DataFrame]]) -> pd.DataFrame:
@@ -291,10 +288,13 @@ def _title(description: dict[str, Any]) -> str:
                     f"batch norm {protocol['batch_norm']}")
     else:
         episodes = f"{protocol['shots']} shots, {protocol['queries']} queries"
+    changes = description.get("budget_changes") or {}
+    budget = ("; budget not the tier's: " + ", ".join(f"{k} {new} (tier: {tier})" for k, (new, tier) in changes.items())
+              if changes else "")
     return (f"{description['suite']} v{description['suite_version']}, {description['tier']} tier, "
             f"protocol {description['protocol_hash']}: {description['metric']} ({better}), {episodes}, "
             f"{protocol['test_tasks']} test episodes, {protocol['test_inner_steps']} test inner steps, "
-            f"{_data_summary(protocol.get('data', {}), protocol.get('model', {}))}")
+            f"{_data_summary(protocol.get('data', {}), protocol.get('model', {}))}{budget}")
 
 
 def render(tables: list[tuple[dict[str, Any], pd.DataFrame]], fmt: str = "table") -> str:

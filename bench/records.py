@@ -283,14 +283,6 @@ def load_records(results_dir: Path, suite: str | None = None) -> list[dict[str, 
     return records
 
 
-def newest_per_seed(found: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
-    """The newest record (by start time) of each (algorithm, training seed): the one that counts."""
-    newest: dict[tuple[str, int], dict[str, Any]] = {}
-    for record in sorted(found, key=lambda r: r["started_at"]):
-        newest[(record["algorithm"]["name"], record["seeds"]["training_seed"])] = record
-    return dict(sorted(newest.items()))
-
-
 def check_writable(results_dir: Path, what: str = "results directory", option: str = "--results-dir") -> None:
     """Fail before any work if records (or other output) cannot be written under ``results_dir``."""
     try:

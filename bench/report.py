@@ -53,28 +53,13 @@ def suites_with_records(results_dir: Path) -> list[str]:
             and any(r["status"] == "completed" for r in records.load_records(results_dir, p.name))]
 
 
-def table_records(all_records: list[dict[str, Any]], description: dict[str, Any]) -> list[dict[str, Any]]:
-    """The records a leaderboard table counts: completed, same suite version, tier and protocol,
-    the newest per (algorithm, seed)."""
-    return list(records.newest_per_seed([
-        r for r in all_records
-        if r["status"] == "completed" and r["suite"]["version"] == description["suite_version"]
-        and r["suite"]["tier"] == description["tier"] and r["suite"]["protocol_hash"] == description["protocol_hash"]
-    ]).values())
+def entry_records(stored: list[dict[str, Any]], description: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """The records behind each row of a leaderboard table (chosen by ``bench.entries``), by row label."""
+    by_path = {r["_path"]: r for r in stored}
+    return {label: [by_path[path] for path in paths] for label, paths in description["entry_records"].items()}
 
 
 # --- tables -------------------------------------------------------------------------------------
-
-PUBLISHED = re.compile(r"^(?P<value>\S+)(?: \+- (?P<ci>\S+))? \((?P<source>.*)\)$")
-
-
-def _published(text: str) -> tuple[float, float | None, str] | None:
-    """(value, ci95, "label: source") from the leaderboard's published text."""
-    match = PUBLISHED.match(text or "")
-    if not match:
-        return None
-    return float(match["value"]), float(match["ci"]) if match["ci"] else None, match["source"]
-
 
 def _number(value: Any, digits: int = 3) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -104,12 +89,11 @@ def paper_table(description: dict[str, Any], table: pd.DataFrame) -> tuple[pd.Da
     metric = description["metric"]
     sources: list[str] = []
     published_cells = []
-    for text in table["published"]:
-        parsed = _published(text)
-        if parsed is None:
+    for value, ci, source in zip(table["published_value"], table["published_ci95"], table["published_source"], strict=True):
+        if math.isnan(value):
             published_cells.append("")
             continue
-        value, ci, source = parsed
+        ci = None if math.isnan(ci) else ci
         if source not in sources:
             sources.append(source)
         places = _decimals(value, metric)
@@ -222,19 +206,15 @@ def setting(description: dict[str, Any], siblings: list[dict[str, Any]], with_sh
     return ", ".join(parts)
 
 
-def _rows(table: pd.DataFrame, runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seed_means: dict[str, list[float]] = {}
-    for record in runs:
-        seed_means.setdefault(record["algorithm"]["name"], []).append(record["metric"]["mean"])
+def _rows(table: pd.DataFrame, runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
     for row in table.to_dict(orient="records"):
-        published = _published(row.get("published", ""))
-        value = row.get("published_value", published[0] if published else math.nan)
         rows.append({
             "algorithm": row["algorithm"], "rank": float(row["rank"]), "mean": float(row["mean"]), "ci95": float(row["ci95"]),
-            "seed_means": seed_means.get(row["algorithm"], []), "throughput": float(row["meta_train_tasks_per_s"]),
-            "published": None if value is None or math.isnan(value) else float(value),
-            "published_ci95": published[1] if published else None,
+            "seed_means": [r["metric"]["mean"] for r in runs[row["algorithm"]]],
+            "throughput": float(row["meta_train_tasks_per_s"]),
+            "published": None if math.isnan(row["published_value"]) else float(row["published_value"]),
+            "published_ci95": None if math.isnan(row["published_ci95"]) else float(row["published_ci95"]),
         })
     return rows
 
@@ -376,11 +356,9 @@ def build_report(results_dir: Path, out_dir: Path, suites: list[str] | None = No
             full = table.assign(suite=name, tier=tier, protocol_hash=protocol_hash, metric=description["metric"])
             _write(files[2], full.to_csv(index=False), written)
 
-            runs = table_records(stored[name], description)
+            runs = entry_records(stored[name], description)
             rows = _rows(table, runs)
-            curves: dict[str, list[list[dict[str, Any]]]] = {}
-            for algorithm in table["algorithm"]:
-                curves[algorithm] = [r["training"].get("curve") or [] for r in runs if r["algorithm"]["name"] == algorithm]
+            curves = {label: [r["training"].get("curve") or [] for r in runs[label]] for label in table["algorithm"]}
             metric, lower = description["metric"], description["lower_is_better"]
             styles = figures.algorithm_styles(sorted(table["algorithm"]))  # distinct within the table
             made = []

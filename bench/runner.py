@@ -8,7 +8,6 @@ record per run.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import math
 import statistics
@@ -287,20 +286,6 @@ def new_record(plan: RunPlan, run: PlannedRun) -> tuple[Path, dict[str, Any]]:
     run_id = records.new_run_id()
     path = records.record_path(plan.results_dir, plan.suite.name, str(plan.suite.tier), run.algorithm.name, run.seed, run_id)
     return path, _base_record(plan, run, run_id)
-
-
-def job_key(record: dict[str, Any]) -> str:
-    """What a run computes, apart from rounding: records with the same key are runs of the same job
-    (``--resume`` skips a job with a finished record and continues one with an interrupted record)."""
-    execution = record.get("execution") or {}
-    identity = {
-        "suite": record["suite"]["name"], "tier": record["suite"]["tier"],
-        "protocol_hash": record["suite"]["protocol_hash"], "budget": record["suite"].get("budget"),
-        "algorithm": record["algorithm"]["name"], "hyperparameters": record["algorithm"]["hyperparameters"],
-        "code_version": record["algorithm"].get("code_version"), "seed": record["seeds"]["training_seed"],
-        "autocast": execution.get("autocast"), "compile": execution.get("compile", False),
-    }
-    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
 class Diverged(Exception):

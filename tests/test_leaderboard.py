@@ -58,13 +58,6 @@ def test_average_rank_across_tables(tmp_path):
         assert frame.loc[algorithm, "average_rank"] == expected and frame.loc[algorithm, "n_tables"] == 2
 
 
-def test_the_newest_record_of_a_seed_counts(tmp_path):
-    run(tmp_path, ["maml"])
-    [newer] = run(tmp_path, ["maml"], overrides=["maml.inner_lr=0.05"])
-    [(_, table)] = leaderboards(tmp_path, "sine")
-    assert table.loc[0, "mean"] == newer["metric"]["mean"]
-
-
 def test_published_numbers_appear_only_under_their_protocol(tmp_path):
     run(tmp_path, ["maml"])
     run(tmp_path, ["maml"], overrides=["suite.test_inner_steps=1"])
