@@ -187,10 +187,33 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the measurement record goes to RESULTS_DIR/perf/ (the runs themselves to a temporary directory)")
     overhead.add_argument("--no-save", action="store_true", help="print only; store no record")
 
+    chunks = commands.add_parser("perf-chunks", help="check that the task-chunk choice holds on a loaded machine "
+                                                     "(run it on a quiet one)")
+    chunks.add_argument("suite", nargs="?", default="sine", help="default: sine")
+    chunks.add_argument("--tier", default="standard")
+    chunks.add_argument("--algorithms", type=_names, default=["metasgd", "reptile", "maml"],
+                        help="default: metasgd,reptile,maml")
+    chunks.add_argument("--load", type=_non_negative_int, default=3, help="CPU-bound background processes (default 3)")
+    chunks.add_argument("--choices", type=_positive_int, default=5, help="choices made under load per algorithm (default 5)")
+    chunks.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="the record goes to RESULTS_DIR/perf/chunks-<time>.json")
+    chunks.add_argument("--no-save", action="store_true", help="print only; store no record")
+
+    cache = commands.add_parser("cache", help="show or clear $BENCH_CACHE_DIR (task-chunk choices, prepared data)")
+    cache.add_argument("action", choices=["show", "clear"])
+    cache.add_argument("what", nargs="?", choices=["task-chunk", "data", "all"], default="task-chunk",
+                       help="clear: the task-chunk choices (default), the prepared data files, or both")
+
     report = commands.add_parser("report", help="write tables (Markdown, LaTeX, CSV), figures (PDF, PNG) and an HTML page")
     report.add_argument("suites", nargs="*", help="suite names (default: every suite with records)")
     report.add_argument("--results-dir", type=Path, default=Path("results"))
     report.add_argument("--out", type=Path, default=Path("report"), help="output directory (default: report/)")
+
+    again = commands.add_parser("reproduce", help="rerun what records say and compare per-episode results with them")
+    again.add_argument("records", nargs="+", type=Path, help="completed run records (results/SUITE/TIER/*.json)")
+    again.add_argument("--results-dir", type=Path,
+                       help="where the reruns' records go (default: a new temporary directory, named in the summary)")
+    again.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON summary here")
 
     check = commands.add_parser("check", help="compare a suite's results with a baseline; exit 1 on a regression")
     check.add_argument("suite", help="suite name or path to a suite file")
@@ -360,6 +383,35 @@ def _perf_executors(args: argparse.Namespace) -> int:
     return 0
 
 
+def _perf_chunks(args: argparse.Namespace) -> int:
+    from bench import perf_chunks
+    from bench.records import check_writable
+    from bench.runner import plan_run
+
+    with tempfile.TemporaryDirectory() as scratch:  # bad input fails here, before any timing
+        plan_run(args.suite, args.algorithms, [0], args.tier, scratch, "cpu")
+    if not args.no_save:
+        check_writable(args.results_dir)
+    record = perf_chunks.measure(args.suite, args.tier, tuple(args.algorithms), args.load, args.choices)
+    if not args.no_save:
+        path = args.results_dir / "perf" / f"chunks-{record['created_at'].replace(':', '')}.json"
+        perf_chunks.save(record, path)
+        log.info("record: %s", path)
+    print(perf_chunks.render(record))
+    return 0 if record["passed"] else 1
+
+
+def _cache(args: argparse.Namespace) -> int:
+    from bench.cache import clear, describe
+
+    if args.action == "show":
+        print(describe())
+        return 0
+    for line in clear(args.what):
+        print(line)
+    return 0
+
+
 def _cost(args: argparse.Namespace) -> int:
     import torch
 
@@ -448,6 +500,19 @@ def _check(args: argparse.Namespace) -> int:
     return 0 if summary["passed"] else 1
 
 
+def _reproduce(args: argparse.Namespace) -> int:
+    from bench import reproduce
+    from bench.records import write_atomic
+
+    if args.json is not None and args.json.is_dir():
+        raise BenchError(f"{args.json} is a directory; give a file name for the summary")
+    summary = reproduce.reproduce(args.records, args.results_dir, progress=not args.quiet)
+    print(reproduce.render(summary))
+    if args.json:
+        write_atomic(args.json, json.dumps(summary, indent=1) + "\n")
+    return 0 if summary["all_identical"] else 1
+
+
 def _baseline(args: argparse.Namespace) -> int:
     from bench import check
 
@@ -466,8 +531,10 @@ def main(argv: list[str] | None = None) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr)
     handlers = {"list": _list, "validate": _validate, "run": _run, "perf": _perf, "perf-executors": _perf_executors,
+                "perf-chunks": _perf_chunks, "cache": _cache,
                 "cost": _cost, "leaderboard": _leaderboard,
-                "report": _report, "check": _check, "baseline": _baseline, "download": _download}
+                "report": _report, "check": _check, "baseline": _baseline,
+                "reproduce": _reproduce, "download": _download}
     # Schedulers (Slurm, Kubernetes) stop a job with SIGTERM before SIGKILL: treat it as Ctrl-C, so the
     # run in progress is recorded as interrupted and keeps its checkpoint for --resume.
     signal.signal(signal.SIGTERM, _interrupt)

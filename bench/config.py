@@ -1,7 +1,7 @@
 """Suite files: declarative YAML validated into typed, frozen configuration at load time.
 
 A suite file names its task source (``data``), the network (``model``), the protocol fields, the
-training seeds and the tiers (``smoke``, ``standard``, ``paper``: overrides of the same fields).
+training seeds and the tiers (``smoke``, ``standard``, ``paper``, optionally ``ci``: overrides of the same fields).
 ``include: other.yaml`` reads another suite file first and overrides the keys given here.
 Every error names the file and the field and says what is allowed.
 """
@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.errors import BenchError, did_you_mean
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
-TIERS = ("smoke", "standard", "paper")
+TIERS = ("smoke", "ci", "standard", "paper")
+REQUIRED_TIERS = ("smoke", "standard", "paper")  # every suite has these; ci is optional
 
 
 class StrictModel(BaseModel):
@@ -342,8 +343,8 @@ class Suite(StrictModel):
     ci_method: Literal["normal"] = "normal"
     algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict)
     exclude_algorithms: tuple[str, ...] = ()
-    tiers: dict[Literal["smoke", "standard", "paper"], Budget]
-    default_tier: Literal["smoke", "standard", "paper"] = "standard"
+    tiers: dict[Literal["smoke", "ci", "standard", "paper"], Budget]
+    default_tier: Literal["smoke", "ci", "standard", "paper"] = "standard"
     published: tuple[PublishedResult, ...] = ()
     tier: str | None = None
     source_file: str | None = None
@@ -464,11 +465,13 @@ def _yaml_problem(exc: Exception) -> str:
     return " ".join(str(problem).split()) + where
 
 
-def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+def _read_yaml(path: Path, seen: tuple[Path, ...] = (), read: list[bytes] | None = None) -> dict[str, Any]:
+    """The suite file's mapping, its includes merged in; the bytes of every file read go to ``read``."""
     if path.resolve() in seen:
         raise BenchError(f"{path}: include cycle through {' -> '.join(map(str, seen))}; remove one of the includes")
     try:
-        raw = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
+        raw = yaml.safe_load(data.decode())
     except FileNotFoundError:
         raise BenchError(f"{path}: suite file not found") from None
     except UnicodeDecodeError as exc:
@@ -480,12 +483,14 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
         raise BenchError(f"{path}: not valid YAML ({_yaml_problem(exc)}); fix the syntax") from None
     if not isinstance(raw, dict):
         raise BenchError(f"{path}: a suite file must be a YAML mapping of fields, got {type(raw).__name__}")
+    if read is not None:
+        read.append(data)
     include = raw.pop("include", None)
     if include is None:
         return raw
     if not isinstance(include, str):
         raise BenchError(f"{path}: field 'include' must be a file name, got {include!r}")
-    return _deep_merge(_read_yaml(path.parent / include, (*seen, path.resolve())), raw)
+    return _deep_merge(_read_yaml(path.parent / include, (*seen, path.resolve()), read), raw)
 
 
 def _format_validation_error(path: Path | str, exc: ValidationError, model: type[BaseModel]) -> str:
@@ -559,7 +564,8 @@ def load_suite(
     the tier, which wins over the file.
     """
     path = suite_path(name_or_path, suites_dir)
-    raw = _read_yaml(path)
+    read: list[bytes] = []
+    raw = _read_yaml(path, read=read)
     tiers_raw = raw.get("tiers")
     chosen = tier or raw.get("default_tier", "standard")
     if tier is not None and tier not in TIERS:
@@ -577,7 +583,8 @@ def load_suite(
     raw.update(
         tier=chosen,
         source_file=_display_path(path),
-        file_sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        # Over every file read, includes too (for a file without includes: the file's own SHA-256).
+        file_sha256=hashlib.sha256(b"".join(read)).hexdigest(),
         overrides=tuple(override_texts),
     )
     try:

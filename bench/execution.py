@@ -10,8 +10,11 @@ pass chunk by chunk, so only one chunk's graph is alive at a time. Which size is
 the device and the configuration: on this 2-core CPU per-task or small chunks beat one grouped call
 over 32 Omniglot tasks by 2x, while a tiny MLP wants every task at once. Left unset, the size is
 chosen by timing the candidates on the run's first meta-batch, once per (device, configuration):
-the choice is cached under ``$BENCH_CACHE_DIR/task-chunk.json`` so that reruns on the same machine
-take the same path and give the same bits; ``--task-chunk N`` forces a size.
+several samples of each candidate, interleaved, and the smallest median wins, so that other load
+on the machine cannot lock in a slow path. The choice is cached under
+``$BENCH_CACHE_DIR/task-chunk.json`` so that reruns on the same machine take the same path and give
+the same bits; a cached choice that now runs much slower than it was measured is measured again;
+``bench cache clear task-chunk`` forgets every choice; ``--task-chunk N`` forces a size.
 """
 
 from __future__ import annotations
@@ -20,7 +23,10 @@ import contextlib
 import hashlib
 import json
 import logging
+import math
 import os
+import statistics
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -35,8 +41,14 @@ from bench.timing import SegmentTimer
 log = logging.getLogger(__name__)
 
 AUTOCAST_DTYPES = {"bf16": torch.bfloat16}
-CHUNK_CACHE_FORMAT = 1
-SLOWER_THAN_BEST_TO_STOP = 1.3  # candidates are timed smallest first; stop once one is this much slower than the best
+CHUNK_CACHE_FORMAT = 2  # 2: several interleaved samples per candidate (1 was one sample each)
+MIN_ROUNDS = 5  # interleaved rounds of timing every remaining candidate chunk; the median decides
+MAX_ROUNDS = 25  # ... and at most this many, while the order of the candidates is not clear
+MEASURE_BUDGET_S = 30.0  # past the minimum rounds, no more rounds once measuring took this long (near-equal sizes)
+ORDER_ALPHA = 0.01  # clear: a sign test over the shared rounds rules out chance at this level (7 of 7 rounds)
+PRUNE_FACTOR = 2.0  # a candidate whose fastest sample is this much slower than the best median is dropped
+VERIFY_ROUNDS = 3  # samples of a cached choice before it is trusted again
+STALE_FACTOR = 2.0  # a cached choice running this much slower than when measured is measured again
 
 
 @dataclass(frozen=True)
@@ -110,20 +122,92 @@ def chunk_candidates(n_tasks: int) -> list[int]:
     return [*sizes, n_tasks]
 
 
-def time_task_chunk(algorithm: Any, batch: TaskBatch, chunk: int, device: torch.device, options: ExecutionOptions) -> float:
-    """Seconds of one meta-gradient on ``batch`` in chunks of ``chunk`` tasks (after one warm-up); no update is applied."""
+def time_meta_gradient(algorithm: Any, batch: TaskBatch, chunk: int, device: torch.device, options: ExecutionOptions) -> float:
+    """Seconds of one meta-gradient on ``batch`` in chunks of ``chunk`` tasks; no update is applied."""
     algorithm.task_chunk = chunk
+    algorithm.zero_grad(set_to_none=True)
     timer = SegmentTimer(device)
-    for timed in (False, True):
-        algorithm.zero_grad(set_to_none=True)
-        if timed:
-            timer.start()
-        with autocast(options, device):
-            algorithm.accumulate_meta_gradient(batch)
-        if timed:
-            timer.stop()
+    timer.start()
+    with autocast(options, device):
+        algorithm.accumulate_meta_gradient(batch)
+    timer.stop()
     algorithm.zero_grad(set_to_none=True)
     return timer.seconds()
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc)))
+
+
+def measure_task_chunks(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions,
+                        rounds: int | None = None, prune: bool = True) -> dict[str, list[float]]:
+    """Seconds of one meta-gradient for each candidate chunk size, in interleaved rounds.
+
+    First round, smallest size first: every candidate is warmed up and timed once (a size that
+    does not fit in memory ends the round: larger ones need more). Then, round after round, every
+    remaining candidate is timed once, in an order that rotates, so that a burst of other load
+    lands on one sample of one candidate rather than on all of its samples. From the third round
+    on, a candidate whose fastest sample is ``PRUNE_FACTOR`` times the best median is timed no
+    more (its samples are kept). After ``MIN_ROUNDS`` rounds the measurement stops as soon as the
+    candidate with the smallest median was faster than each remaining candidate in so many of the
+    rounds they were timed side by side that a sign test rules out chance (``ORDER_ALPHA``), and
+    after ``MAX_ROUNDS`` (or ``MEASURE_BUDGET_S`` of rounds, for sizes too close to tell apart) in
+    any case: a quiet machine stops after about 7 rounds; on a loaded one
+    the rounds go on until the order is clear (measured with ``python -m bench perf-chunks``).
+    ``rounds`` fixes the number of rounds instead. No decision rests on one sample, and the weights
+    and their gradients are left as they were."""
+    def time_one(chunk: int) -> float:
+        return time_meta_gradient(algorithm, batch, chunk, device, options)
+
+    table: list[dict[int, float]] = [{}]  # one {chunk: seconds} per round
+    for chunk in chunk_candidates(len(batch)):
+        try:
+            time_one(chunk)  # warm-up: first calls allocate
+            table[0][chunk] = time_one(chunk)
+        except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:
+            if not table[0] or not _out_of_memory(exc):
+                raise
+            algorithm.zero_grad(set_to_none=True)
+            log.info("%s: a chunk of %d tasks does not fit in memory; not trying larger ones", algorithm.name, chunk)
+            break
+
+    def samples(chunk: int) -> list[float]:
+        return [r[chunk] for r in table if chunk in r]
+
+    alive = list(table[0])
+    started = time.perf_counter()
+    while len(table) < (rounds or MAX_ROUNDS):
+        if rounds is None and len(table) >= MIN_ROUNDS and (
+                _order_is_clear(table, alive, samples) or time.perf_counter() - started > MEASURE_BUDGET_S):
+            break
+        shift = len(table) % len(alive)
+        table.append({chunk: time_one(chunk) for chunk in alive[shift:] + alive[:shift]})
+        if prune and len(table) >= 3:
+            lowest = min(statistics.median(samples(c)) for c in alive)
+            alive = [c for c in alive if min(samples(c)) <= PRUNE_FACTOR * lowest]
+    return {str(chunk): samples(chunk) for chunk in table[0]}
+
+
+def _sign_test(wins: int, rounds: int) -> float:
+    """One-sided p-value of ``wins`` of ``rounds`` under "either is as likely to be faster"."""
+    return sum(math.comb(rounds, k) for k in range(wins, rounds + 1)) / 2**rounds
+
+
+def _order_is_clear(table: list[dict[int, float]], alive: list[int], samples) -> bool:
+    """The leader by median was faster than every other remaining candidate in so many of the rounds
+    they were timed side by side that chance is ruled out (a sign test at ``ORDER_ALPHA``)."""
+    leader = min(alive, key=lambda c: statistics.median(samples(c)))
+    for other in alive:
+        shared = [(r[leader], r[other]) for r in table if leader in r and other in r]
+        if other != leader and _sign_test(sum(a < b for a, b in shared), len(shared)) >= ORDER_ALPHA:
+            return False
+    return True
+
+
+def fastest(samples: dict[str, list[float]]) -> int:
+    """The chunk with the smallest median time (the smaller chunk, with less memory, on a tie)."""
+    return min((statistics.median(values), int(chunk)) for chunk, values in samples.items())[1]
 
 
 def _cache_path():
@@ -148,7 +232,9 @@ def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, o
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def _read_cache(path) -> dict[str, Any]:
+def read_chunk_cache(path=None) -> dict[str, Any]:
+    """The cache's entries as stored ({} when it is missing or unreadable)."""
+    path = path or _cache_path()
     try:
         cache = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -156,8 +242,38 @@ def _read_cache(path) -> dict[str, Any]:
     return cache if isinstance(cache, dict) else {}
 
 
+def _usable(entry: Any, n_tasks: int) -> bool:
+    """A cache entry this bench wrote for a batch of ``n_tasks``: a candidate chunk and its timings."""
+    if not isinstance(entry, dict) or entry.get("task_chunk") not in chunk_candidates(n_tasks):
+        return False
+    samples = entry.get("seconds")
+    return (isinstance(samples, dict) and str(entry["task_chunk"]) in samples
+            and all(isinstance(v, list) and v and all(isinstance(x, (int, float)) and 0 < x < math.inf for x in v)
+                    for v in samples.values()))
+
+
+def _store(path, key: str, entry: dict[str, Any]) -> None:
+    try:
+        # Read, add and write under a lock: runs in other processes may be storing their choices too.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(path.with_name(path.name + ".lock"), timeout=60):
+            cache = read_chunk_cache(path)
+            cache[key] = entry
+            write_atomic(path, json.dumps(cache, indent=1) + "\n")
+    except (OSError, Timeout) as exc:  # a read-only or busy cache costs a re-measurement next time, nothing else
+        log.warning("could not store the task-chunk choice in %s: %s", path, exc)
+
+
+def _medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {chunk: statistics.median(values) for chunk, values in samples.items()}
+
+
 def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions) -> dict[str, Any]:
-    """Set ``algorithm.task_chunk`` (set, cached or measured) and return what the record says about it."""
+    """Set ``algorithm.task_chunk`` (set, cached or measured) and return what the record says about it.
+
+    A cached choice is checked first: its chunk is timed again (``VERIFY_ROUNDS`` samples after a
+    warm-up) and if its median is more than ``STALE_FACTOR`` times the stored one, the machine or
+    its load has changed since the measurement and every candidate is measured again."""
     if not (hasattr(algorithm, "chunks_tasks") and algorithm.chunks_tasks()):
         return {"task_chunk": None, "task_chunk_choice": "not chunked (all tasks of a meta-batch together)"}
     if options.task_chunk is not None:
@@ -168,30 +284,37 @@ def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, op
         return {"task_chunk": algorithm.task_chunk, "task_chunk_choice": "set to the baseline's"}
     key = _configuration_key(algorithm, batch, device, options)
     path = _cache_path()
-    cache = _read_cache(path)
-    if isinstance(cache.get(key), dict) and isinstance(cache[key].get("task_chunk"), int):
-        algorithm.task_chunk = cache[key]["task_chunk"]
-        return {"task_chunk": algorithm.task_chunk, "task_chunk_choice": "cached measurement",
-                "task_chunk_seconds": cache[key].get("seconds"), "task_chunk_key": key}
-    seconds: dict[str, float] = {}
-    best = None
-    for chunk in chunk_candidates(len(batch)):
-        seconds[str(chunk)] = time_task_chunk(algorithm, batch, chunk, device, options)
-        if best is None or seconds[str(chunk)] < seconds[str(best)]:
-            best = chunk
-        elif seconds[str(chunk)] > SLOWER_THAN_BEST_TO_STOP * seconds[str(best)]:
-            break
+    cached = read_chunk_cache(path).get(key)
+    why = "measured"
+    if cached is not None and not _usable(cached, len(batch)):
+        log.warning("%s: ignoring the unusable task-chunk cache entry %s in %s; measuring", algorithm.name, key, path)
+    elif cached is not None:
+        chunk = cached["task_chunk"]
+        time_meta_gradient(algorithm, batch, chunk, device, options)  # warm-up
+        now = statistics.median(time_meta_gradient(algorithm, batch, chunk, device, options) for _ in range(VERIFY_ROUNDS))
+        then = statistics.median(cached["seconds"][str(chunk)])
+        if now <= STALE_FACTOR * then:
+            algorithm.task_chunk = chunk
+            return {"task_chunk": chunk, "task_chunk_choice": "cached measurement",
+                    "task_chunk_seconds": _medians(cached["seconds"]), "task_chunk_key": key,
+                    "task_chunk_check": {"seconds": now, "ratio_to_measured": now / then}}
+        why = f"measured again: the cached chunk {chunk} ran {now / then:.1f}x slower than when it was measured"
+        log.warning("%s: %s", algorithm.name, why)
+    samples = measure_task_chunks(algorithm, batch, device, options)
+    best = fastest(samples)
     algorithm.task_chunk = best
-    log.info("%s: task chunk %d chosen by measurement (%s)", algorithm.name, best,
-             ", ".join(f"{c}: {s * 1000:.0f} ms" for c, s in seconds.items()))
-    entry = {"task_chunk": best, "seconds": seconds, "measured_at": utc_now(), "pid": os.getpid()}
-    try:
-        # Read, add and write under a lock: runs in other processes may be storing their choices too.
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with FileLock(path.with_name(path.name + ".lock"), timeout=60):
-            cache = _read_cache(path)
-            cache[key] = entry
-            write_atomic(path, json.dumps(cache, indent=1) + "\n")
-    except (OSError, Timeout) as exc:  # a read-only or busy cache costs a re-measurement next time, nothing else
-        log.warning("could not store the task-chunk choice in %s: %s", path, exc)
-    return {"task_chunk": best, "task_chunk_choice": "measured", "task_chunk_seconds": seconds, "task_chunk_key": key}
+    medians = _medians(samples)
+    log.info("%s: task chunk %d chosen by measurement (median of up to %d interleaved samples: %s)", algorithm.name,
+             best, max(len(v) for v in samples.values()), ", ".join(f"{c}: {s * 1000:.1f} ms" for c, s in medians.items()))
+    _store(path, key, {"task_chunk": best, "seconds": samples, "measured_at": utc_now(), "pid": os.getpid(),
+                       "algorithm": algorithm.name, "suite": algorithm.problem.suite.name})
+    return {"task_chunk": best, "task_chunk_choice": why, "task_chunk_seconds": medians, "task_chunk_key": key}
+
+
+def clear_chunk_cache() -> bool:
+    """Remove the task-chunk cache (every later run measures again); False if there was none."""
+    path = _cache_path()
+    with FileLock(path.with_name(path.name + ".lock"), timeout=60):
+        existed = path.is_file()
+        path.unlink(missing_ok=True)
+    return existed

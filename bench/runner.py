@@ -219,6 +219,16 @@ def _state_copy(algorithm: Algorithm) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in algorithm.state_dict().items()}
 
 
+def state_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A hash of every tensor's name, dtype, shape and bytes: equal exactly when two models are bit-identical."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{list(tensor.shape)}|".encode())
+        digest.update(tensor.view(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
 def _base_record(plan: RunPlan, run: PlannedRun, run_id: str) -> dict[str, Any]:
     suite = plan.suite
     return {
@@ -310,9 +320,20 @@ def train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: d
     ``diverged`` (non-finite loss: stopped, with the iteration) or ``failed`` (with the traceback);
     a KeyboardInterrupt marks it ``interrupted`` and propagates.
     """
+    previous_threads = torch.get_num_threads()
+    if plan.execution.threads is not None:
+        torch.set_num_threads(plan.execution.threads)
+    record["environment"]["torch_threads"] = torch.get_num_threads()  # the run's, not the planning process's
+    try:
+        return _train_and_test(plan, run, episodes, record, checkpoint, progress, on_configured)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: dict[str, Any],
+                    checkpoint: Path | None, progress: bool,
+                    on_configured: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
     suite, device, options = plan.suite, plan.device, plan.execution
-    if options.threads is not None:
-        torch.set_num_threads(options.threads)
     wall_start = time.perf_counter()
     iteration = 0
     try:
@@ -428,6 +449,7 @@ def train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: d
                 "best_iteration": best_iteration,
                 "best_val_metric": best_value if math.isfinite(best_value) else None,
                 "selection": "best validation metric, checked every val_every iterations",
+                "state_sha256": state_sha256(best_state),  # the selected model's bits (bench reproduce compares them)
                 "curve": curve,
             },
             timing={

@@ -111,6 +111,19 @@ def test_maml_without_inner_learning_rate_is_caught(cli, tmp_path):
     assert row["hyperparameters_changed"] == {"inner_lr": [0.4, 0]} and "FAILED: regression in maml" in out
 
 
+@pytest.mark.parametrize("algorithm", ["maml", "fomaml"])
+def test_the_ci_tier_of_sine_catches_a_disabled_inner_loop(algorithm, cli, tmp_path):
+    """CI's fastest check: at the smoke tier (40 meta-iterations) adaptation is worth nothing yet and
+    inner_lr=0 passed; the ci tier (500) is long enough that it is caught."""
+    from tests.conftest import ROOT
+
+    code, out, _ = cli("check", "sine", "--baseline", str(ROOT / "results" / "baselines" / "sine-ci.json"),
+                       "--algorithms", algorithm, "--set", f"{algorithm}.inner_lr=0", "--results-dir", str(tmp_path / "r"),
+                       "--json", str(tmp_path / "lr.json"))
+    summary = json.loads((tmp_path / "lr.json").read_text())
+    assert code == 1 and summary["tier"] == "ci" and summary["regressions"] == [algorithm], out
+
+
 @pytest.mark.skipif(not HAS_OMNIGLOT, reason="BENCH_DATA_DIR has no Omniglot")
 def test_an_unchanged_rerun_passes_and_injected_slowdown_and_regression_are_caught(cli, tmp_path, monkeypatch):
     baseline = tmp_path / "omniglot.json"

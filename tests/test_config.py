@@ -1,19 +1,34 @@
 from __future__ import annotations
 
+import hashlib
 import math
 
 import pytest
 
-from bench.config import TIERS, available_suites, load_suite
+from bench.config import REQUIRED_TIERS, available_suites, load_suite
 from bench.errors import BenchError
+from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize("name", available_suites())
-@pytest.mark.parametrize("tier", TIERS)
-def test_every_committed_suite_loads_at_every_tier(name, tier):
-    suite = load_suite(name, tier=tier)
-    assert suite.tier == tier
-    assert len(suite.protocol_hash()) == 16
+def test_every_committed_suite_loads_at_every_tier(name):
+    tiers = load_suite(name).tiers
+    assert set(REQUIRED_TIERS) <= set(tiers)
+    for tier in tiers:
+        suite = load_suite(name, tier=tier)
+        assert suite.tier == tier
+        assert len(suite.protocol_hash()) == 16
+
+
+def test_the_suite_file_hash_covers_its_includes(tmp_path):
+    base = tmp_path / "base.yaml"
+    base.write_text((ROOT / "suites" / "sine.yaml").read_text())
+    child = tmp_path / "child.yaml"
+    child.write_text("include: base.yaml\nname: child\n")
+    before = load_suite(str(child)).file_sha256
+    base.write_text(base.read_text().replace("val_tasks: 100", "val_tasks: 99"))
+    assert load_suite(str(child)).file_sha256 != before
+    assert load_suite(str(base)).file_sha256 == hashlib.sha256(base.read_bytes()).hexdigest()
 
 
 def test_sine_follows_the_published_protocol():

@@ -133,3 +133,92 @@ def test_an_algorithm_that_replaces_meta_train_step_is_not_chunked():
     zero = Zero(algorithm.hparams, algorithm.problem, generator("zero"))
     assert not Zero.chunks_tasks() and algorithm.chunks_tasks()
     assert choose_task_chunk(zero, batch, torch.device("cpu"), ExecutionOptions())["task_chunk"] is None
+
+
+def scripted_timer(monkeypatch, cost, burst=lambda chunk, nth: 1.0):
+    """Replace the timer of one meta-gradient by ``cost[chunk]`` seconds times ``burst(chunk, nth)``
+    (other load on the machine; nth counts that chunk's calls from 1); returns the chunks timed, in order."""
+    import bench.execution as execution
+
+    calls: list[int] = []
+
+    def fake(algorithm, batch, chunk, device, options):
+        calls.append(chunk)
+        return cost[chunk] * burst(chunk, calls.count(chunk))
+
+    monkeypatch.setattr(execution, "time_meta_gradient", fake)
+    return calls
+
+
+COST = {1: 0.050, 2: 0.027, 4: 0.014, 8: 0.008, 16: 0.0045, 25: 0.0025}  # measured on sine's MAML
+
+
+def test_one_burst_of_load_cannot_choose_a_slow_chunk(monkeypatch):
+    from bench.execution import fastest, measure_task_chunks
+
+    algorithm, batch = build("maml")
+    # A burst on chunk 2's first sample (its first call is the warm-up): the rule before stopped
+    # there and chose chunk 1, 20x slower than the best.
+    scripted_timer(monkeypatch, COST, burst=lambda chunk, nth: 40.0 if (chunk, nth) == (2, 2) else 1.0)
+    samples = measure_task_chunks(algorithm, batch, torch.device("cpu"), ExecutionOptions())
+    assert fastest(samples) == 25
+    assert set(samples) == {"1", "2", "4", "8", "16", "25"}
+
+
+def test_a_quiet_machine_stops_when_the_order_is_clear_and_a_noisy_one_goes_on(monkeypatch):
+    from bench.execution import MAX_ROUNDS, fastest, measure_task_chunks
+
+    algorithm, batch = build("maml")
+    scripted_timer(monkeypatch, COST)
+    quiet = measure_task_chunks(algorithm, batch, torch.device("cpu"), ExecutionOptions())
+    assert fastest(quiet) == 25 and len(quiet["25"]) == 7  # 7 of 7 wins: a sign test's p < 0.01
+    assert len(quiet["1"]) < 5  # far slower candidates are dropped early
+    # A burst on every third sample of chunk 25: it still wins two rounds in three, never clearly
+    # enough for the sign test, so every round is taken, and the median still picks it.
+    scripted_timer(monkeypatch, COST, burst=lambda chunk, nth: 4.0 if chunk == 25 and nth % 3 == 0 else 1.0)
+    noisy = measure_task_chunks(algorithm, batch, torch.device("cpu"), ExecutionOptions())
+    assert len(noisy["25"]) == MAX_ROUNDS and fastest(noisy) == 25
+
+
+def test_a_cached_choice_that_now_runs_much_slower_is_measured_again(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    algorithm, batch = build("maml")
+    first = choose_task_chunk(algorithm, batch, torch.device("cpu"), ExecutionOptions())
+    path = tmp_path / "task-chunk.json"
+    cache = json.loads(path.read_text())
+    entry = cache[first["task_chunk_key"]]
+    entry["seconds"] = {k: [1e-7] * len(v) for k, v in entry["seconds"].items()}  # "measured" far faster than possible
+    path.write_text(json.dumps(cache))
+    again = choose_task_chunk(algorithm, batch, torch.device("cpu"), ExecutionOptions())
+    assert again["task_chunk_choice"].startswith("measured again: the cached chunk")
+    assert json.loads(path.read_text())[first["task_chunk_key"]]["seconds"] != entry["seconds"]
+    third = choose_task_chunk(algorithm, batch, torch.device("cpu"), ExecutionOptions())
+    assert third["task_chunk_choice"] == "cached measurement" and third["task_chunk_check"]["ratio_to_measured"] > 0
+
+
+@pytest.mark.parametrize("bad", [-3, 0, 7, "4", None, 1.5])
+def test_an_impossible_cached_chunk_is_not_trusted(bad, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    algorithm, batch = build("maml")
+    key = choose_task_chunk(algorithm, batch, torch.device("cpu"), ExecutionOptions())["task_chunk_key"]
+    path = tmp_path / "task-chunk.json"
+    cache = json.loads(path.read_text())
+    cache[key]["task_chunk"] = bad
+    path.write_text(json.dumps(cache))
+    chosen = choose_task_chunk(algorithm, batch, torch.device("cpu"), ExecutionOptions())
+    assert chosen["task_chunk_choice"] == "measured" and chosen["task_chunk"] in chunk_candidates(len(batch))
+
+
+def test_cache_show_and_clear(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    algorithm, batch = build("maml")
+    choose_task_chunk(algorithm, batch, torch.device("cpu"), ExecutionOptions())
+    (tmp_path / "omniglot-0123456789abcdef0123.pt").write_bytes(b"x" * 10)
+    (tmp_path / "notes.txt").write_text("not ours")  # a shared cache directory: other files stay
+    code, out, _ = cli("cache", "show")
+    assert code == 0 and "sine maml: chunk" in out and "omniglot-0123456789abcdef0123.pt" in out
+    assert cli("cache", "clear")[0] == 0
+    assert not (tmp_path / "task-chunk.json").exists() and (tmp_path / "omniglot-0123456789abcdef0123.pt").exists()
+    code, out, _ = cli("cache", "clear", "all")
+    assert code == 0 and "removed 1 prepared data file(s)" in out
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.endswith(".lock")) == ["notes.txt"]

@@ -57,10 +57,16 @@ class TextNet(nn.Module):
         ids = ids[..., :length]
         tasks, n, _ = ids.shape
         table = params["embedding.weight"]
+        # F.embedding, not table[ids]: indexing's backward (index_put_ with accumulate) adds the rows of
+        # repeated words in an order that depends on thread timing on a multi-core CPU, a different
+        # gradient bit pattern each run; embedding's backward gives each thread whole rows of the
+        # table and adds into a row in index order, the same bits whatever the threads.
         if table.dim() == 2:
-            words = table[ids]
-        else:
-            words = table[torch.arange(tasks, device=ids.device).view(tasks, 1, 1), ids]
+            words = F.embedding(ids, table)
+        else:  # one table per task (B, V, E): one lookup into the tables laid end to end
+            vocabulary = table.shape[1]
+            offsets = torch.arange(tasks, device=ids.device).view(tasks, 1, 1) * vocabulary
+            words = F.embedding(ids + offsets, table.reshape(tasks * vocabulary, table.shape[2]))
         present = (ids != PAD).unsqueeze(-1)
         words = words * present
         weight, bias = params["conv.weight"], params["conv.bias"]

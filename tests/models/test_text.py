@@ -77,3 +77,27 @@ def test_by_default_inner_loops_keep_the_word_embeddings_shared_and_the_outer_lo
     maml.meta_loss(episodes.train(seed=0, iteration=0)).backward()
     assert maml.backbone.embedding.weight.grad.abs().max() > 0
     assert not ALGORITHMS.get("maml.l2l").applies_to(suite)
+
+
+@pytest.mark.parametrize("per_task_tables", [False, True])
+def test_the_word_embedding_gradient_has_the_same_bits_every_time_on_several_threads(per_task_tables):
+    """Indexing's backward (index_put_ with accumulate) added repeated words' rows in a thread-timing
+    order: four identical steps gave four different gradients at 2 threads."""
+    config = TextModel(kind="text", encoder="wordcnn", hidden=(32,), embedding_dim=64, filters=32, max_tokens=48,
+                       vocabulary_size=2000)
+    net = TextNet(config, (48,), 5, generator("text-net"))
+    words = torch.randint(1, 60, (4, 25, 48), generator=generator("frequent words"))  # many repeats of few ids
+    previous = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        gradients = []
+        for _ in range(4):
+            params = {k: v.detach().clone().requires_grad_() for k, v in net.params().items()}
+            if per_task_tables:
+                params["embedding.weight"] = params["embedding.weight"].expand(4, *params["embedding.weight"].shape)
+            features = net.features(params, words)
+            (gradient,) = torch.autograd.grad(features.square().sum(), params["embedding.weight"])
+            gradients.append(gradient)
+    finally:
+        torch.set_num_threads(previous)
+    assert all(torch.equal(gradients[0], g) for g in gradients[1:])
