@@ -68,6 +68,9 @@ def machine_class(environment: dict[str, Any]) -> dict[str, Any]:
         "device_type": str(environment.get("device", "cpu")).split(":")[0],
         "device_name": environment.get("device_name"),
         "cpu_count": environment.get("cpu_count"),
+        # The instruction set torch dispatches to (records before it was kept: None, another class).
+        "cpu_capability": (environment.get("cpu_identity") or {}).get("capability") if str(
+            environment.get("device", "cpu")).startswith("cpu") else None,
         "torch_threads": environment.get("torch_threads"),
         "torch": ".".join(str(environment.get("torch", "")).split("+")[0].split(".")[:2]),
     }

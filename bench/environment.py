@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import socket
@@ -66,6 +67,28 @@ def _cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+@lru_cache(maxsize=1)
+def cpu_identity() -> dict[str, Any]:
+    """What decides a CPU's arithmetic beyond its name (a VM may call every EPYC "AMD EPYC"): the
+    instruction set torch dispatches to, vendor, family, model and stepping, and a hash of its flags."""
+    fields: dict[str, str] = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if not key:
+                break  # the first processor's block is enough
+            fields.setdefault(key, value.strip())
+    except OSError:
+        pass
+    flags = fields.get("flags")
+    return {
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "id": " ".join(fields[k] for k in ("vendor_id", "cpu family", "model", "stepping") if k in fields) or None,
+        "flags_sha256": hashlib.sha256(" ".join(sorted(flags.split())).encode()).hexdigest()[:16] if flags else None,
+    }
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     cuda = device.type == "cuda"
     return {
@@ -73,6 +96,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "platform": platform.platform(),
         "hostname": socket.gethostname(),
         "cpu": _cpu_name(),
+        "cpu_identity": cpu_identity(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

@@ -105,6 +105,9 @@ SETUP = {  # what the contract says bit-identity depends on, and where each reco
     "uncommitted changes": lambda r: (r["environment"].get("git") or {}).get("dirty"),
     "torch": lambda r: r["environment"].get("torch"),
     "device": lambda r: r["environment"].get("device_name"),
+    "CPU (instruction set, vendor family model stepping)": lambda r: (
+        ((r["environment"].get("cpu_identity") or {}).get("capability"), (r["environment"].get("cpu_identity") or {}).get("id"))
+        if str(r["environment"].get("device", "cpu")).startswith("cpu") else None),
     "torch threads": lambda r: r["environment"].get("torch_threads"),
     "task chunk": lambda r: (r.get("execution") or {}).get("task_chunk"),
 }

@@ -12,7 +12,8 @@ def test_list_json_names_suites_with_tiers_and_algorithms_with_task_types(cli):
     listing = json.loads(out)
     assert code == 0
     suites = {s["name"]: s for s in listing["suites"]}
-    assert suites["sine"]["tiers"] == ["paper", "smoke", "standard"]
+    assert suites["sine"]["tiers"] == ["ci", "paper", "smoke", "standard"]
+    assert suites["omniglot-5w1s"]["tiers"] == ["paper", "smoke", "standard"]
     algorithms = {a["name"]: a for a in listing["algorithms"]}
     assert {"maml", "fomaml", "reptile", "metasgd", "anil", "cnp", "transfer", "maml.l2l", "metasgd.l2l"} <= set(algorithms)
     assert algorithms["cnp"]["task_types"] == ["regression"]

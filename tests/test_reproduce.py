@@ -91,10 +91,11 @@ def test_committed_records_reproduce_bit_for_bit_on_their_machine_class(pattern,
 
     path = _committed(pattern)
     record = json.loads(path.read_text())
-    here = environment(torch.device("cpu"))
-    if (record["environment"]["device_name"], record["environment"]["torch"]) != (here["device_name"], here["torch"]):
-        pytest.skip(f"recorded on {record['environment']['device_name']} with torch {record['environment']['torch']}; "
-                    f"this machine is {here['device_name']} with torch {here['torch']}")
+    here, there = environment(torch.device("cpu")), record["environment"]
+    cpu = (here["cpu_identity"]["capability"], here["cpu_identity"]["id"])
+    recorded = ((there.get("cpu_identity") or {}).get("capability"), (there.get("cpu_identity") or {}).get("id"))
+    if (recorded, there["torch"]) != (cpu, here["torch"]):
+        pytest.skip(f"recorded on CPU {recorded} with torch {there['torch']}; this machine is {cpu} with torch {here['torch']}")
     if record["suite"]["protocol"]["task_type"] == "classification":
         from bench.config import load_suite
         from bench.datasets import check_available
