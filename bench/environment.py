@@ -53,7 +53,9 @@ def git_state() -> dict[str, Any]:
         return out.stdout.strip() if out.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
+    # Uncommitted changes to the code, that is: stored results and generated reports do not count
+    # (a run adds records; regenerating committed results deletes or replaces some).
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results", ":(exclude)report")
     return {"commit": commit, "dirty": bool(status) if status is not None else None}
 
 
