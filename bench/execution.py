@@ -272,8 +272,8 @@ def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, op
     """Set ``algorithm.task_chunk`` (set, cached or measured) and return what the record says about it.
 
     A cached choice is checked first: its chunk is timed again (``VERIFY_ROUNDS`` samples after a
-    warm-up) and if its median is more than ``STALE_FACTOR`` times the stored one, the machine or
-    its load has changed since the measurement and every candidate is measured again."""
+    warm-up) and if even the fastest of them is more than ``STALE_FACTOR`` times the stored median,
+    the machine or its load has changed since the measurement and every candidate is measured again."""
     if not (hasattr(algorithm, "chunks_tasks") and algorithm.chunks_tasks()):
         return {"task_chunk": None, "task_chunk_choice": "not chunked (all tasks of a meta-batch together)"}
     if options.task_chunk is not None:
@@ -291,7 +291,8 @@ def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, op
     elif cached is not None:
         chunk = cached["task_chunk"]
         time_meta_gradient(algorithm, batch, chunk, device, options)  # warm-up
-        now = statistics.median(time_meta_gradient(algorithm, batch, chunk, device, options) for _ in range(VERIFY_ROUNDS))
+        # The fastest of a few samples: one slow call (an allocation, a burst of other load) is no evidence.
+        now = min(time_meta_gradient(algorithm, batch, chunk, device, options) for _ in range(VERIFY_ROUNDS))
         then = statistics.median(cached["seconds"][str(chunk)])
         if now <= STALE_FACTOR * then:
             algorithm.task_chunk = chunk

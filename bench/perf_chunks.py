@@ -103,10 +103,11 @@ def render(record: dict[str, Any]) -> str:
     c = record["configuration"]
     lines = [f"Task-chunk choice under load: {c['suite']} ({c['tier']} tier), {c['load']} CPU-bound background "
              f"processes on {record['environment'].get('cpu_count')} cores ({record['environment'].get('cpu')}), "
-             f"{c['choices']} choices each; ratio = reference time of the chosen chunk / of the best (1.00 = best)",
+             f"{c['choices']} choices each; ratio = reference (quiet) time of the chosen chunk / of the best (1.00 = best); "
+             "tasks/s: the chosen chunk's quiet meta-gradient throughput",
              "",
-             "| algorithm | best chunk (quiet) | meta-train tasks/s | ours under load: chunks | worst ratio | tasks/s (worst) "
-             "| previous rule: chunks | worst ratio | tasks/s (worst) |",
+             "| algorithm | best chunk (quiet) | meta-gradient tasks/s (quiet) | ours under load: chunks | worst ratio "
+             "| tasks/s (worst) | previous rule: chunks | worst ratio | tasks/s (worst) |",
              "|---|--:|--:|---|--:|--:|---|--:|--:|"]
     for row in record["rows"]:
         ours, previous = row["ours"], row["previous"]

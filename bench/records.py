@@ -260,7 +260,8 @@ def load_record(path: Path) -> dict[str, Any]:
     return record
 
 
-MEASUREMENT_DIRS = ("perf", "cost")  # results/perf and results/cost hold `bench perf` and `bench cost` records, not runs
+# results/perf, results/cost and results/reproduce hold `bench perf*`, `bench cost` and `bench reproduce` summaries, not runs
+MEASUREMENT_DIRS = ("perf", "cost", "reproduce")
 
 
 def iter_record_paths(results_dir: Path, suite: str | None = None) -> Iterator[Path]:

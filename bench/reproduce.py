@@ -165,7 +165,7 @@ def _number(value: float | None) -> str:
     return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
 
 
-def render(summary: dict[str, Any]) -> str:
+def render(summary: dict[str, Any], scratch: bool = True) -> str:
     lines = ["| record | run | per-episode test values | max abs difference | mean: record -> rerun | "
              "what differs from the record's setup |", "|---|---|---|--:|---|---|"]
     for row in summary["rows"]:
@@ -185,5 +185,5 @@ def render(summary: dict[str, Any]) -> str:
                      f"{old:.6g} -> {new:.6g} | {setup} |")
     verdict = ("all reruns bit-identical to their records" if summary["all_identical"]
                else "some reruns differ from their records (see why in the last column)")
-    return "\n".join([*lines, "", f"{verdict}; reruns kept under {summary['results_dir']}"])
+    return "\n".join([*lines, "", verdict + (f"; reruns kept under {summary['results_dir']}" if scratch else "")])
 

@@ -17,7 +17,7 @@ DEFAULT_THREADS = torch.get_num_threads()  # as the test process started: what a
 # Two meta-iterations, one validation, a few test episodes: every step of a run once; a thread race shows in any step.
 SHORT = ["suite.meta_iterations=2", "suite.val_every=2", "suite.val_tasks=2", "suite.test_tasks=4", "suite.warmup_iterations=1"]
 BACKBONES = {  # backbone -> (suite at its smoke tier, overrides)
-    "mlp": ("sine", []),
+    "mlp": ("sine", SHORT),
     "conv4": ("omniglot-5w1s", SHORT),
     "resnet12": ("omniglot-5w1s", [*SHORT, "suite.model={kind: resnet12, channels: [8, 8, 8, 8]}"]),
     "text-minilm": ("reuters-5w1s", SHORT),
@@ -40,7 +40,7 @@ def _pairs() -> list[tuple[str, str]]:
 @pytest.mark.parametrize("backbone, algorithm", _pairs())
 def test_the_same_seed_twice_gives_the_same_bits(backbone, algorithm, tmp_path):
     suite, overrides = BACKBONES[backbone]
-    if suite != "sine":
+    if suite != "sine":  # sine's tasks are generated
         try:
             check_available(load_suite(suite))
         except BenchError as exc:  # the data is not on this machine

@@ -651,8 +651,9 @@ def test_a_report_over_odd_records_is_written(capsys, tmp_path):
     """Well-formed records with unusual values (no timing, a new seed with its own episode count) still make a report."""
     results, _ = _results_with(tmp_path, "anil-seed7-x.json", _record(seeds__training_seed=7, timing__meta_train_tasks_per_s=None,
                                                                       timing__data_share=None, training__curve=[]))
-    (results / "sine" / "smoke" / "cnp-seed3-x.json").write_bytes(
-        _record(seeds__training_seed=3, algorithm__name="cnp", metric__per_task=[1.0, 2.0], metric__n_episodes=2))
+    [cnp] = [json.loads(p.read_text()) for p in SINE_RECORDS if p.name.startswith("cnp-")]
+    (results / "sine" / "smoke" / "cnp-seed3-x.json").write_bytes(  # of cnp's configuration: one entry with it
+        _record(seeds__training_seed=3, algorithm=cnp["algorithm"], metric__per_task=[1.0, 2.0], metric__n_episodes=2))
     code, out, err = bench(capsys, "report", "sine", "--results-dir", str(results), "--out", str(tmp_path / "report"))
     assert code == 0, err
     code, out, err = bench(capsys, "check", "sine", "--baseline", str(BASELINE), "--records", str(results))
@@ -663,7 +664,7 @@ def test_a_report_over_odd_records_is_written(capsys, tmp_path):
 
 @pytest.mark.parametrize(("content", "message"), [
     (b"name: \xff\xfe\n", "not a text file in UTF-8"),
-    (BASE_TEXT["sine"].encode() + b"\ndefault_tier: [smoke]\n", "field 'default_tier' must be one of smoke, standard, paper"),
+    (BASE_TEXT["sine"].encode() + b"\ndefault_tier: [smoke]\n", "field 'default_tier' must be one of smoke, ci, standard, paper"),
     (BASE_TEXT["sine"].encode() + b"\ntiers: {1: {}, smoke: {}}\ndefault_tier: paper\n", "suite has no tier 'paper'"),
     (BASE_TEXT["sine"].encode() + b"\nshots: " + b"9" * 5000 + b"\n", "a number of more than 4300 digits"),
     (b"[" * 600 + b"]" * 600, "nested too deeply"),

@@ -59,3 +59,21 @@ def test_peak_memory_is_measured_in_a_fresh_process():
 
     small = peak_memory_mb(Setting("maml", "ours", quick=True), torch.device("cpu"), 1)
     assert 0 < small < 2000
+
+
+def test_perf_chunks_scores_each_choice_by_the_quiet_reference(tmp_path):
+    """The benchmark's machinery (the timings themselves are `python -m bench perf-chunks`'s job)."""
+    from bench import perf_chunks
+
+    record = perf_chunks.measure("sine", "smoke", ("maml",), load=1, choices=1, quiet_rounds=2)
+    [row] = record["rows"]
+    reference = {int(c): s for c, s in row["reference_seconds"].items()}
+    assert sorted(reference) == [1, 2, 4, 8, 16, 25] and row["best"] == min(reference, key=reference.get)
+    for rule in ("ours", "previous"):
+        assert len(row[rule]["chunks"]) == 1
+        assert row[rule]["ratios"] == [reference[c] / reference[row["best"]] for c in row[rule]["chunks"]]
+        assert row[rule]["worst_ratio"] == max(row[rule]["ratios"]) >= 1.0
+    assert record["passed"] == (row["ours"]["worst_ratio"] <= perf_chunks.TARGET)
+    assert "| maml | " in perf_chunks.render(record)
+    perf_chunks.save(record, tmp_path / "chunks.json")
+    assert (tmp_path / "chunks.json").read_text().startswith("{")

@@ -18,6 +18,12 @@ def test_readme_tables_are_generated_from_the_committed_records():
     assert load_tool().regenerate(text) == text, "run python tools/update_readme.py"
 
 
+def test_docs_tables_are_generated_from_the_committed_records():
+    text = (ROOT / "docs" / "reproducibility.md").read_text()
+    assert "<!-- chunks -->" in text and "<!-- reproduce -->" in text
+    assert load_tool().regenerate(text) == text, "run python tools/update_readme.py"
+
+
 def test_the_committed_report_is_generated_from_the_committed_records(tmp_path):
     """report/ is `python -m bench report`'s output for results/: its tables must match a fresh build
     and every figure it links must exist (figure bytes depend on the matplotlib and font versions)."""

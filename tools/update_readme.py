@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import cost, perf, perf_executors  # noqa: E402
+from bench import cost, perf, perf_chunks, perf_executors, reproduce  # noqa: E402
 from bench.leaderboard import leaderboards, render  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- leaderboard:(?P<suite>[\w.-]+):(?P<tier>\w+) -->\n)(?P<body>.*?)(<!-- /leaderboard -->)", re.S)
@@ -30,6 +30,9 @@ RESULTS = ROOT / "results"
 PERF_BLOCK = re.compile(r"(<!-- perf -->\n)(?P<body>.*?)(<!-- /perf -->)", re.S)
 COST_BLOCK = re.compile(r"(<!-- cost -->\n)(?P<body>.*?)(<!-- /cost -->)", re.S)
 EXECUTORS_BLOCK = re.compile(r"(<!-- executors -->\n)(?P<body>.*?)(<!-- /executors -->)", re.S)
+CHUNKS_BLOCK = re.compile(r"(<!-- chunks -->\n)(?P<body>.*?)(<!-- /chunks -->)", re.S)
+REPRODUCE_BLOCK = re.compile(r"(<!-- reproduce -->\n)(?P<body>.*?)(<!-- /reproduce -->)", re.S)
+PAGES = ("README.md", "docs/*.md")  # the pages whose blocks are generated
 
 
 def newest(directory: Path, pattern: str, keep=lambda record: True) -> tuple[Path, dict] | None:
@@ -71,13 +74,32 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
             f"Ray {record['ray_version']}):\n\n{perf_executors.render(record)}" for path, record in found)
         return f"{match.group(1)}{body}\n{match.group(3)}"
 
+    def chunks_table(match: re.Match) -> str:
+        found = [(path, json.loads(path.read_text())) for path in sorted((results_dir / "perf").glob("chunks-*.json"))]
+        body = "(no `bench perf-chunks` record yet)" if not found else "\n\n".join(
+            f"From `{path.relative_to(results_dir.parent)}` (commit {(record['git'].get('commit') or '?')[:7]}"
+            f"{' with uncommitted changes' if record['git'].get('dirty') else ''}):\n\n{perf_chunks.render(record)}"
+            for path, record in found)
+        return f"{match.group(1)}{body}\n{match.group(3)}"
+
+    def reproduce_table(match: re.Match) -> str:
+        found = [(path, json.loads(path.read_text())) for path in sorted((results_dir / "reproduce").glob("*.json"))]
+        body = "(no `bench reproduce` summary yet)" if not found else "\n\n".join(
+            f"From `{path.relative_to(results_dir.parent)}` (`bench reproduce` at commit "
+            f"{(record['environment']['git'].get('commit') or '?')[:7]} on {record['environment']['cpu']}, "
+            f"{(record['environment'].get('cpu_identity') or {}).get('capability')}):\n\n"
+            f"{reproduce.render(record, scratch=False)}"
+            for path, record in found)
+        return f"{match.group(1)}{body}\n{match.group(3)}"
+
+    text = REPRODUCE_BLOCK.sub(reproduce_table, CHUNKS_BLOCK.sub(chunks_table, text))
     text = EXECUTORS_BLOCK.sub(executors_table, text)
     return COST_BLOCK.sub(cost_table, PERF_BLOCK.sub(perf_table, BLOCK.sub(table, text)))
 
 
 def main() -> int:
-    readme = ROOT / "README.md"
-    wanted = {readme: regenerate(readme.read_text())}
+    pages = [path for pattern in PAGES for path in sorted(ROOT.glob(pattern))]
+    wanted = {path: regenerate(path.read_text()) for path in pages}
     stale = [path for path, text in wanted.items() if not path.exists() or path.read_text() != text]
     if "--check" in sys.argv:
         for path in stale:
