@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 from bench.algorithms import ALGORITHMS
 from bench.config import available_suites, load_suite
+from bench.datasets import check_available
+from bench.datasets.shapes import check_episode_shapes, class_sizes
 from bench.errors import BenchError
-from bench.runner import execute, plan_run
+from bench.runner import check_suite_algorithms, execute, plan_run
 
 
 def list_algorithms() -> list[dict[str, Any]]:
@@ -40,13 +43,28 @@ def list_suites() -> list[dict[str, Any]]:
     return out
 
 
-def validate_suites(names: list[str] | None = None) -> list[str]:
-    """Load every suite at every tier; returns the errors (empty when all are valid)."""
+def validate_suites(names: list[str] | None = None, without_data: list[str] | None = None) -> list[str]:
+    """Check every suite at every tier as ``run`` would before any work; returns the errors (empty
+    when all are valid). Where the suite's data files are present, its splits are checked against
+    the episode shapes too; the suites whose data is absent are appended to ``without_data``."""
     errors = []
+    counted: dict[str, dict[str, dict[str, int]] | None] = {}  # tiers share their data: count it once
     for name in names or available_suites():
         try:
             for tier in load_suite(name).tiers:
-                load_suite(name, tier=tier)
+                suite = load_suite(name, tier=tier)
+                check_suite_algorithms(suite)
+                if suite.task_type == "classification":
+                    try:
+                        check_available(suite)
+                    except BenchError:
+                        if without_data is not None and name not in without_data:
+                            without_data.append(name)
+                        continue
+                    data = json.dumps(suite.data.model_dump(mode="json"), sort_keys=True)
+                    if data not in counted:
+                        counted[data] = class_sizes(suite)
+                    check_episode_shapes(suite, counted[data])
         except BenchError as exc:
             errors.append(str(exc))
     return errors

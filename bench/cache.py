@@ -2,7 +2,7 @@
 
 Two kinds of file, both rebuilt when missing: the task-chunk choices (``task-chunk.json``, see
 ``bench.execution``) and prepared data (decoded images, tokenised texts, sentence embeddings:
-``<name>-<20 hex digits>.pt``, and the mini-ImageNet digest memo). Only files of those names are
+``<name>-<20 hex digits>.pt`` with its SHA-256 beside it, and the mini-ImageNet digest memo). Only files of those names are
 ever removed, so a cache directory shared with other programs loses nothing of theirs.
 """
 
@@ -15,12 +15,15 @@ from pathlib import Path
 from bench.datasets.base import cache_dir
 from bench.execution import clear_chunk_cache, read_chunk_cache
 
-DATA_FILE = re.compile(r"^[a-z0-9-]+-[0-9a-f]{20}\.(pt|txt)$")
+VERIFIED_MEMO = "verified-data.json"  # bench.datasets.verify: files whose checksums matched
+DATA_FILE = re.compile(r"^[a-z0-9-]+-[0-9a-f]{20}\.(pt|txt|pt\.sha256)$")  # a cache, its SHA-256, a digest memo
 
 
 def data_files(directory: Path | None = None) -> list[Path]:
     directory = directory or cache_dir()
-    return sorted(p for p in directory.glob("*") if p.is_file() and DATA_FILE.match(p.name)) if directory.is_dir() else []
+    if not directory.is_dir():
+        return []
+    return sorted(p for p in directory.glob("*") if p.is_file() and (DATA_FILE.match(p.name) or p.name == VERIFIED_MEMO))
 
 
 def describe() -> str:

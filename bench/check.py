@@ -314,6 +314,9 @@ def compare(baseline: Baseline, new: dict[str, Entry], thresholds: Thresholds, f
         row["memory"] = compare_ratio("peak memory MB", base.peak_mem_mb, entry.peak_mem_mb, None, None, False,
                                       thresholds.memory_tolerance, same_machine)
         row["hyperparameters_changed"] = _differences(base, entry)
+        # The test episodes are the same for every training seed, so the comparison stands; but a
+        # different seed is a different experiment, and the reader must be told.
+        row["seeds"] = {"baseline": sorted(base.seeds), "new": sorted(entry.seeds)}
         row["task_chunk"] = [base.task_chunk, entry.task_chunk]
         row["records"] = entry.records
         verdicts = [row["metric"]["verdict"], *(t["verdict"] for t in row["throughput"]), row["memory"]["verdict"]]
@@ -369,6 +372,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
         if row["hyperparameters_changed"]:
             changed = row["hyperparameters_changed"].items()
             notes.append("hyperparameters differ: " + ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed))
+        if row["seeds"]["baseline"] != row["seeds"]["new"]:
+            notes.append(f"training seeds differ: baseline {','.join(map(str, row['seeds']['baseline']))}, "
+                         f"new {','.join(map(str, row['seeds']['new']))}")
         lines.append(
             f"| {row['algorithm']} | **{row['verdict']}** | {m['metric']} {_number(m['baseline'])} -> {_number(m['new'])} | "
             f"{m['improvement'] + 0.0:+.3g} | {_number(m['min_effect']['in_metric_units'], 3)} | {_number(m['p_worse'], 2)} | "

@@ -9,13 +9,14 @@ import argparse
 import json
 import logging
 import math
+import os
 import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import NoReturn
 
-from bench.errors import BenchError, one_line
+from bench.errors import BenchError, RecordNotWritten, describe_os_error, one_line
 
 log = logging.getLogger("bench")
 
@@ -293,11 +294,14 @@ def _validate(args: argparse.Namespace) -> int:
     from bench import api
     from bench.config import available_suites
 
-    errors = api.validate_suites(args.suites or None)
+    without_data: list[str] = []
+    errors = api.validate_suites(args.suites or None, without_data)
     for error in errors:
         print(f"error: {one_line(error)}", file=sys.stderr)
     if not errors:
-        print(f"ok: {len(args.suites or available_suites())} suite file(s) valid at every tier")
+        unchecked = f"; data not found, so splits not checked against ways and shots: {', '.join(without_data)}"
+        print(f"ok: {len(args.suites or available_suites())} suite file(s) valid at every tier"
+              f"{unchecked if without_data else ''}")
     return 2 if errors else 0
 
 
@@ -310,10 +314,9 @@ def _run(args: argparse.Namespace) -> int:
     execution = ExecutionOptions(task_chunk=args.task_chunk, checkpoint_inner_steps=args.checkpoint_inner_steps,
                                  autocast=args.autocast, compile=args.compile, threads=args.threads,
                                  checkpoint_every=args.checkpoint_every)
-    plan = plan_run(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides,
-                    execution)
     executor = _executor(args)
-    executor.check(plan)
+    plan = plan_run(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides,
+                    execution, dry_run=args.dry_run, executor=executor)
     log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
     if args.dry_run:
@@ -458,19 +461,23 @@ def _cost(args: argparse.Namespace) -> int:
 def _leaderboard(args: argparse.Namespace) -> int:
     from bench import leaderboard
 
-    name = args.suite
-    if Path(name).suffix in (".yaml", ".yml"):  # a suite file outside suites/: its records are filed under its name
+    print(leaderboard.render(leaderboard.leaderboards(args.results_dir, _suite_name(args.suite), args.tier), args.format))
+    return 0
+
+
+def _suite_name(name_or_path: str) -> str:
+    """The name records are filed under: a suite file's (outside suites/ too) ``name``, else the name given."""
+    if Path(name_or_path).suffix in (".yaml", ".yml"):
         from bench.config import load_suite
 
-        name = load_suite(name).name
-    print(leaderboard.render(leaderboard.leaderboards(args.results_dir, name, args.tier), args.format))
-    return 0
+        return load_suite(name_or_path).name
+    return name_or_path
 
 
 def _report(args: argparse.Namespace) -> int:
     from bench.report import build_report
 
-    written = build_report(args.results_dir, args.out, args.suites or None)
+    written = build_report(args.results_dir, args.out, [_suite_name(s) for s in args.suites] or None)
     log.info("%d files written under %s", len(written), args.out)
     print(args.out / "index.html")
     return 0
@@ -543,6 +550,17 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {one_line(str(exc))}", file=sys.stderr)
         return 2
+    except RecordNotWritten as exc:  # a finished result that is kept elsewhere: the message says where
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        # The reader stopped early (`bench leaderboard ... | head`): stop quietly, as Unix tools do,
+        # and point stdout at /dev/null so that the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    except OSError as exc:  # the file system refused something the checks before the work could not foresee
+        print(f"error: {one_line(describe_os_error(exc))}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted: finished records are kept; the run in progress is recorded as interrupted", file=sys.stderr)
         return 130

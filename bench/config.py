@@ -14,7 +14,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -24,10 +24,21 @@ from bench.errors import BenchError, did_you_mean
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 TIERS = ("smoke", "ci", "standard", "paper")
 REQUIRED_TIERS = ("smoke", "standard", "paper")  # every suite has these; ci is optional
+# Upper bounds far above any published protocol, so that a typo (an extra zero, 1e20) is refused
+# when the suite is read instead of overflowing, or running for years, after training.
+MAX_ITERATIONS = 10**8
+MAX_TASKS = 10**6  # validation or test episodes, or tasks per meta-batch
+MAX_PER_CLASS = 10**5  # ways, shots, queries
+MAX_STEPS = 10**5  # inner steps
+MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
+MAX_NAME_LENGTH = 100
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 def non_finite_number(value: Any, _seen: frozenset[int] = frozenset()) -> float | None:
@@ -225,15 +236,15 @@ class TextData(StrictModel):
 class Budget(StrictModel):
     """Fields a tier may override (training budget and evaluation size)."""
 
-    meta_iterations: int | None = Field(default=None, ge=1)
-    meta_batch_size: int | None = Field(default=None, ge=1)
-    train_queries: int | None = Field(default=None, ge=1)
-    val_every: int | None = Field(default=None, ge=1)
-    val_tasks: int | None = Field(default=None, ge=1)
-    test_tasks: int | None = Field(default=None, ge=1)
-    test_inner_steps: int | None = Field(default=None, ge=0)
-    seeds: tuple[int, ...] | None = Field(default=None, min_length=1)
-    warmup_iterations: int | None = Field(default=None, ge=0)
+    meta_iterations: int | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
+    meta_batch_size: int | None = Field(default=None, ge=1, le=MAX_TASKS)
+    train_queries: int | None = Field(default=None, ge=1, le=MAX_PER_CLASS)
+    val_every: int | None = Field(default=None, ge=1, le=MAX_ITERATIONS)
+    val_tasks: int | None = Field(default=None, ge=1, le=MAX_TASKS)
+    test_tasks: int | None = Field(default=None, ge=1, le=MAX_TASKS)
+    test_inner_steps: int | None = Field(default=None, ge=0, le=MAX_STEPS)
+    seeds: tuple[Seed, ...] | None = Field(default=None, min_length=1)
+    warmup_iterations: int | None = Field(default=None, ge=0, le=MAX_ITERATIONS)
 
 
 class PublishedResult(StrictModel):
@@ -304,9 +315,9 @@ class TextModel(StrictModel):
         return self
 
 
-DataConfig = Annotated[Union[SineData, OmniglotData, TinyImageNetData, MiniImageNetData, TextData],
+DataConfig = Annotated[SineData | OmniglotData | TinyImageNetData | MiniImageNetData | TextData,
                        Field(discriminator="kind")]
-ModelConfig = Annotated[Union[MLPModel, Conv4Model, ResNet12Model, TextModel], Field(discriminator="kind")]
+ModelConfig = Annotated[MLPModel | Conv4Model | ResNet12Model | TextModel, Field(discriminator="kind")]
 
 
 class Suite(StrictModel):
@@ -320,26 +331,26 @@ class Suite(StrictModel):
     data: DataConfig
     model: ModelConfig
     metric: Literal["mse", "accuracy"]
-    ways: int | None = Field(default=None, ge=2, description="classes per test task (classification)")
-    shots: int = Field(ge=1, description="support examples per task (per class for classification)")
-    queries: int = Field(ge=1, description="query examples per task (per class for classification)")
-    train_ways: int | None = Field(default=None, ge=2, description="classes per training task (default: ways)")
-    train_shots: int | None = Field(default=None, ge=1, description="default: shots")
-    train_queries: int | None = Field(default=None, ge=1, description="default: queries")
+    ways: int | None = Field(default=None, ge=2, le=MAX_PER_CLASS, description="classes per test task (classification)")
+    shots: int = Field(ge=1, le=MAX_PER_CLASS, description="support examples per task (per class for classification)")
+    queries: int = Field(ge=1, le=MAX_PER_CLASS, description="query examples per task (per class for classification)")
+    train_ways: int | None = Field(default=None, ge=2, le=MAX_PER_CLASS, description="classes per training task (default: ways)")
+    train_shots: int | None = Field(default=None, ge=1, le=MAX_PER_CLASS, description="default: shots")
+    train_queries: int | None = Field(default=None, ge=1, le=MAX_PER_CLASS, description="default: queries")
     batch_norm: Literal["none", "transductive", "inductive"] = Field(
         default="none",
         description="transductive: statistics of each episode's support and query images together (MAML's code); "
                     "inductive: of its support set only, so no query's prediction depends on another query "
                     "(MetaBN, Bronskill et al. 2020); none: a network without batch norm")
-    meta_batch_size: int = Field(ge=1)
-    meta_iterations: int = Field(ge=1)
-    val_every: int = Field(ge=1)
-    val_tasks: int = Field(ge=1)
-    test_tasks: int = Field(ge=1)
-    test_inner_steps: int = Field(ge=0)
-    warmup_iterations: int = Field(default=5, ge=0)
-    episode_seed: int = Field(default=0, description="seed of the validation and test episodes")
-    seeds: tuple[int, ...] = Field(min_length=1, description="training seeds")
+    meta_batch_size: int = Field(ge=1, le=MAX_TASKS)
+    meta_iterations: int = Field(ge=1, le=MAX_ITERATIONS)
+    val_every: int = Field(ge=1, le=MAX_ITERATIONS)
+    val_tasks: int = Field(ge=1, le=MAX_TASKS)
+    test_tasks: int = Field(ge=1, le=MAX_TASKS)
+    test_inner_steps: int = Field(ge=0, le=MAX_STEPS)
+    warmup_iterations: int = Field(default=5, ge=0, le=MAX_ITERATIONS)
+    episode_seed: Seed = Field(default=0, description="seed of the validation and test episodes")
+    seeds: tuple[Seed, ...] = Field(min_length=1, description="training seeds")
     ci_method: Literal["normal"] = "normal"
     algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict)
     exclude_algorithms: tuple[str, ...] = ()
@@ -360,12 +371,23 @@ class Suite(StrictModel):
                     raise ValueError(f"{name}.{key} must be a finite number, got {value!r}")
         return algorithms
 
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: tuple[int, ...]) -> tuple[int, ...]:
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"give each training seed once ({', '.join(map(str, repeated))} repeated)")
+        return seeds
+
     @field_validator("name")
     @classmethod
     def _file_name(cls, name: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
             raise ValueError("a suite name is letters, digits, '.', '_' and '-', starting with a letter or digit "
                              "(its records are filed under results/NAME/)")
+        if len(name) > MAX_NAME_LENGTH:  # file systems allow 255 bytes per path component
+            raise ValueError(f"a suite name has at most {MAX_NAME_LENGTH} characters (its records are filed under "
+                             f"results/NAME/), got {len(name)}")
         return name
 
     @model_validator(mode="after")
@@ -453,6 +475,29 @@ def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error: by default
+    the last one silently wins, so a suite file could say one thing and run another."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            # Keys merged in with `<<: *alias` may be overridden by the mapping's own: that is YAML's rule.
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice in one mapping (keep one)", key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def read_yaml_text(text: str) -> Any:
+    """Parse YAML safely, refusing a key given twice in one mapping."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+
+
 def _yaml_problem(exc: Exception) -> str:
     """What is wrong with a YAML text, on one line (with the line and column when known)."""
     if isinstance(exc, RecursionError):
@@ -471,7 +516,7 @@ def _read_yaml(path: Path, seen: tuple[Path, ...] = (), read: list[bytes] | None
         raise BenchError(f"{path}: include cycle through {' -> '.join(map(str, seen))}; remove one of the includes")
     try:
         data = path.read_bytes()
-        raw = yaml.safe_load(data.decode())
+        raw = read_yaml_text(data.decode())
     except FileNotFoundError:
         raise BenchError(f"{path}: suite file not found") from None
     except UnicodeDecodeError as exc:
@@ -524,10 +569,15 @@ def _display_path(path: Path) -> str:
 
 def suite_path(name_or_path: str, suites_dir: Path = SUITES_DIR) -> Path:
     candidate = Path(name_or_path)
-    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
-        return candidate
-    path = suites_dir / f"{name_or_path}.yaml"
-    if not path.exists():
+    try:
+        if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+            return candidate
+        path = suites_dir / f"{name_or_path}.yaml"
+        found = path.exists()
+    except OSError as exc:  # a name too long for the file system, say
+        raise BenchError(f"suite {name_or_path[:60]!r}{'...' if len(name_or_path) > 60 else ''}: cannot look it up "
+                         f"({exc.strerror or exc}); give a suite name or a suite file's path") from None
+    if not found:
         raise BenchError(
             f"unknown suite {name_or_path!r}; {did_you_mean(name_or_path, available_suites(suites_dir))} "
             f"(suite files live in {suites_dir})"
@@ -590,7 +640,12 @@ def load_suite(
     try:
         return Suite.model_validate(raw)
     except ValidationError as exc:
-        raise BenchError(_format_validation_error(path, exc, Suite)) from None
+        message = _format_validation_error(path, exc, Suite)
+        field = str(exc.errors()[0]["loc"][0]) if exc.errors()[0]["loc"] else ""
+        overridden = [key for key in overrides or {} if key.split(".")[0] == field]
+        if overridden:  # the value came from the command line, not from the file
+            message = re.sub(rf"^{re.escape(str(path))}: field '[^']*'", f"--set suite.{overridden[0]}", message)
+        raise BenchError(message) from None
 
 
 SUITE_OVERRIDABLE = tuple(

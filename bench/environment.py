@@ -91,6 +91,12 @@ def cpu_identity() -> dict[str, Any]:
     }
 
 
+def data_checks() -> str:
+    from bench.datasets.verify import describe
+
+    return describe()
+
+
 def environment(device: torch.device) -> dict[str, Any]:
     cuda = device.type == "cuda"
     return {
@@ -111,4 +117,5 @@ def environment(device: torch.device) -> dict[str, Any]:
         "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
         "packages": {name: _package_version(name) for name in ("bench", "numpy", "pandas", "learn2learn")},
         "git": git_state(),
+        "data_checksums": data_checks(),
     }

@@ -22,7 +22,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import signal
 import socket
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +42,7 @@ from bench.runner import Episodes, PlannedRun, RunPlan, new_record, train_and_te
 
 log = logging.getLogger(__name__)
 
-LOCKS = ".locks"
+LOCKS = records.LOCKS
 FINISHED = ("completed", "diverged")  # a rerun would give the same result: --resume skips these jobs
 RAY_INSTALL_HINT = "pip install '.[ray]' (or pip install 'ray>=2.9')"
 
@@ -197,7 +199,9 @@ def run_plan(plan: RunPlan, executor: Executor, progress: bool = True, resume: b
 
     def finish(job: Job, record: dict[str, Any]) -> None:
         record.pop("_path", None)
-        records.write_record(job.path, record)
+        # First, before anything else that can fail; if even that fails, the result is kept elsewhere.
+        fallbacks = [p for p in (job.checkpoint.parent if job.checkpoint else None, Path(tempfile.gettempdir())) if p]
+        records.write_finished_record(job.path, record, fallbacks)
         if record["status"] != "interrupted" and job.checkpoint is not None:
             remove_checkpoint(job.checkpoint)  # after the record: a kill in between leaves only a spare file
         _release(job, finished=record["status"] != "interrupted")
@@ -271,16 +275,31 @@ class RayExecutor:
         import_ray()
         if self.gpus_per_job == 0 and plan.device.type == "cuda":
             raise BenchError("--executor ray with a CUDA device needs --gpus-per-job (e.g. 1, or 0.5 to share a GPU)")
+        if not plan.runs:
+            return
+        # A request no node can meet would wait forever (Ray only prints autoscaler warnings): refuse it now.
+        available = self.connect().cluster_resources()
+        for option, wanted, resource in (("--cpus-per-job", self.cpus_per_job, "CPU"),
+                                         ("--gpus-per-job", self.gpus_per_job, "GPU")):
+            total = available.get(resource, 0.0)
+            if wanted > total:
+                raise BenchError(f"{option} {wanted:g}: the Ray cluster has {total:g} {resource}(s) in all, so no job "
+                                 f"could start; ask for at most {total:g} (an autoscaling cluster: start its nodes first)")
 
     def connect(self) -> Any:
         ray = import_ray()
         if not ray.is_initialized():
+            # ray.init replaces the SIGTERM handler with one that aborts the driver (exit 134, records left
+            # `running`); ours records the runs in flight as interrupted, as the local executor does.
+            handler = signal.getsignal(signal.SIGTERM)
             try:
                 ray.init(address=self.address, num_cpus=self.num_cpus if self.address is None else None,
                          include_dashboard=False, log_to_driver=True, logging_level=logging.WARNING)
             except (ConnectionError, ValueError, RuntimeError) as exc:
                 raise BenchError(f"cannot connect to Ray at {self.address or 'a new local instance'}: {exc}; "
                                  "check --address (e.g. auto on a cluster node, or ray://HOST:10001)") from None
+            finally:
+                signal.signal(signal.SIGTERM, handler)
         return ray
 
     def run(self, plan: RunPlan, jobs: list[Job], progress: bool, start: Start, finish: Finish) -> None:

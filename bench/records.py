@@ -14,15 +14,16 @@ import os
 import tempfile
 import uuid
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from bench.errors import BenchError
+from bench.errors import BenchError, RecordNotWritten
 
 SCHEMA_VERSION = 1
+LOCKS = ".locks"  # <results_dir>/.locks/<suite>/: the executors' lock files (a dot directory: readers skip it)
 # Statuses a run ends in (``running`` while it runs); only ``completed`` records carry results.
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 REQUIRED_KEYS = ("schema_version", "run_id", "status", "suite", "algorithm", "seeds", "environment", "started_at")
@@ -30,11 +31,11 @@ COMPLETED_KEYS = ("metric", "timing", "memory", "training", "ended_at")
 
 
 def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def new_run_id() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
 def record_path(results_dir: Path, suite: str, tier: str, algorithm: str, seed: int, run_id: str) -> Path:
@@ -64,6 +65,30 @@ def write_atomic(path: Path, text: str | bytes) -> None:
 
 def write_record(path: Path, record: dict[str, Any]) -> None:
     write_atomic(path, json.dumps(record, indent=1, sort_keys=False, allow_nan=False) + "\n")
+
+
+def write_finished_record(path: Path, record: dict[str, Any], fallbacks: list[Path]) -> None:
+    """Write a finished run's record; if that fails, keep it in the first of ``fallbacks`` that
+    takes it (another file system, with luck) and raise ``RecordNotWritten`` saying where it is.
+    Moving the kept file to ``path`` later makes it an ordinary record."""
+    try:
+        write_record(path, record)
+        return
+    except OSError as exc:
+        failure = exc
+    text = json.dumps(record, indent=1, allow_nan=False) + "\n"
+    for directory in fallbacks:
+        kept = directory / f"unsaved-{path.name}"
+        try:
+            write_atomic(kept, text)
+        except OSError:
+            continue
+        raise RecordNotWritten(
+            f"the record of a finished run could not be written to {path} ({failure.strerror or failure}); it is kept "
+            f"in {kept}: free space, then move it there (mv {kept} {path})")
+    raise RecordNotWritten(
+        f"the record of a finished run could not be written to {path} ({failure.strerror or failure}) nor anywhere "
+        f"else; its JSON follows on the next line: save it as {path}\n" + json.dumps(record, allow_nan=False))
 
 
 # --- the structure readers rely on -------------------------------------------------------------
@@ -284,14 +309,27 @@ def load_records(results_dir: Path, suite: str | None = None) -> list[dict[str, 
     return records
 
 
-def check_writable(results_dir: Path, what: str = "results directory", option: str = "--results-dir") -> None:
-    """Fail before any work if records (or other output) cannot be written under ``results_dir``."""
-    try:
-        results_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=results_dir, prefix=".write-test-"):
-            pass
-    except OSError as exc:
-        raise BenchError(
-            f"{what} {results_dir} is not writable ({exc.strerror or exc}); "
-            f"choose another with {option}"
-        ) from None
+def check_writable(results_dir: Path, what: str = "results directory", option: str = "--results-dir",
+                   subdirs: tuple[str, ...] = (), create: bool = True) -> None:
+    """Fail before any work if output cannot be written under ``results_dir`` and its ``subdirs``.
+
+    ``create=False`` probes without creating anything (``--dry-run``): every path that exists must
+    be a writable directory, and the first existing parent of one that does not must be writable.
+    """
+    targets = [results_dir, *(results_dir / s for s in subdirs)]
+    for target in targets:
+        try:
+            if create:
+                target.mkdir(parents=True, exist_ok=True)
+                with tempfile.NamedTemporaryFile(dir=target, prefix=".write-test-"):
+                    pass
+                continue
+            existing = next(p for p in (target, *target.parents) if p.exists() or p == Path(p.anchor))
+            if not existing.is_dir():
+                raise NotADirectoryError(20, "Not a directory", str(existing))
+            if not os.access(existing, os.W_OK | os.X_OK):
+                raise PermissionError(13, "Permission denied", str(existing))
+        except OSError as exc:
+            where = exc.filename if exc.filename and str(exc.filename) != str(target) else None
+            because = f"{exc.strerror or exc}" + (f": {where}" if where else "")
+            raise BenchError(f"{what} {target} is not writable ({because}); choose another with {option}") from None

@@ -25,8 +25,8 @@ from tqdm.auto import tqdm
 from bench import records
 from bench.algorithms import ALGORITHMS, Algorithm, Hyperparameters, Problem
 from bench.algorithms.base import parse_hparams
-from bench.checkpoints import load_checkpoint, save_checkpoint
-from bench.config import SUITE_OVERRIDABLE, Suite, load_suite
+from bench.checkpoints import CHECKPOINTS, load_checkpoint, save_checkpoint
+from bench.config import MAX_SEED, SUITE_OVERRIDABLE, Suite, load_suite, read_yaml_text
 from bench.environment import environment, git_state, resolve_device
 from bench.errors import BenchError, did_you_mean
 from bench.execution import ExecutionOptions, apply_compile, autocast, choose_task_chunk
@@ -60,7 +60,7 @@ class Overrides:
                     f"--set {text!r}: expected ALGORITHM.NAME=VALUE or suite.FIELD=VALUE, e.g. --set maml.inner_lr=0.01"
                 )
             try:
-                value = yaml.safe_load(raw_value) if raw_value.strip() else None
+                value = read_yaml_text(raw_value) if raw_value.strip() else None
             except (yaml.YAMLError, ValueError, RecursionError):  # PyYAML's ValueError: 2024-02-30, !!int x, 5000 digits
                 raise BenchError(f"--set {text!r}: cannot read value {raw_value!r}; give a number, a word, "
                                  "or a YAML list [a, b]") from None
@@ -107,7 +107,9 @@ def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[
             algorithm = ALGORITHMS.get(name)
             reason = algorithm.inapplicable(suite)
             if reason is not None:
-                raise BenchError(f"algorithm {name!r} does not apply to suite {suite.name!r}: {name} {reason}")
+                # Asked for by name, so refused rather than skipped: the grid would silently lack it.
+                raise BenchError(f"algorithm {name!r} does not apply to suite {suite.name!r}: {name} {reason}; leave it "
+                                 "out of --algorithms (without --algorithms, every algorithm that applies runs)")
             chosen.append(algorithm)
         return chosen, skipped
     chosen = []
@@ -121,6 +123,18 @@ def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[
     return chosen, skipped
 
 
+def check_seeds(seeds: list[int]) -> None:
+    """Training seeds given to a run: distinct whole numbers in torch's seed range."""
+    if not seeds:
+        raise BenchError("no training seeds given; give at least one, e.g. --seeds 0")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s <= MAX_SEED]
+    if bad:
+        raise BenchError(f"training seed {bad[0]!r} is not a whole number from 0 to {MAX_SEED}; give another")
+    repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+    if repeated:
+        raise BenchError(f"training seed {repeated[0]} given twice; give each seed once")
+
+
 def plan_run(
     suite_name: str,
     algorithms: list[str] | None = None,
@@ -130,18 +144,27 @@ def plan_run(
     device: str = "auto",
     overrides: list[str] | tuple[str, ...] = (),
     execution: ExecutionOptions | None = None,
+    dry_run: bool = False,
+    executor: Any = None,
 ) -> RunPlan:
-    """Resolve and validate a run; raises ``BenchError`` for any bad input, having done nothing."""
+    """Resolve and validate a run; raises ``BenchError`` for any bad input, having done nothing.
+
+    Every check runs in the same order for ``validate``, ``--dry-run`` and a real run. A real run
+    then reads the data (building caches: the first time, minutes) and only after that creates the
+    results directory, so an error found in the data leaves nothing behind; ``dry_run`` stops
+    before reading the data and writes nothing.
+    """
     execution = execution or ExecutionOptions()
     parsed = Overrides.parse(overrides)
     suite = load_suite(suite_name, tier=tier, overrides=parsed.suite, override_texts=parsed.texts)
+    if seeds is not None:
+        check_seeds(seeds)
     chosen, skipped = resolve_algorithms(suite, algorithms)
     chosen_names = {a.name for a in chosen}
     for name in parsed.algorithms:
         if name not in chosen_names:
             raise BenchError(f"--set {name}.*: {name} is not among the algorithms being run ({', '.join(sorted(chosen_names))})")
-    for name in suite.algorithms:
-        ALGORITHMS.get(name)
+    check_suite_algorithms(suite)
     runs = []
     for algorithm in chosen:
         values = {**suite.algorithms.get(algorithm.name, {}), **parsed.algorithms.get(algorithm.name, {})}
@@ -149,25 +172,43 @@ def plan_run(
         for seed in seeds if seeds else suite.seeds:
             runs.append(PlannedRun(algorithm, hparams, seed))
     results_path = Path(results_dir)
-    records.check_writable(results_path)
-    records.load_records(results_path, suite.name)  # an unreadable stored record stops us here
-    if suite.task_type == "classification":
-        from bench.datasets import check_available
-
-        check_available(suite)
+    output_dirs = (f"{suite.name}/{suite.tier}", f"{records.LOCKS}/{suite.name}", f"{CHECKPOINTS}/{suite.name}/{suite.tier}")
+    records.check_writable(results_path, subdirs=output_dirs, create=False)
+    if results_path.exists():
+        records.load_records(results_path, suite.name)  # an unreadable stored record stops us here
+    check_suite_data(suite)
     resolved = resolve_device(device)
     execution.check(chosen, {run.algorithm.name: run.hparams for run in runs}, resolved)
-    try:
-        episodes = Episodes(suite, resolved)
-    except ValueError as exc:  # an episode shape the data cannot supply
-        shape = suite.episode_shape
-        raise BenchError(
-            f"suite {suite.name!r} cannot make its episodes: {exc} (test episodes: {shape['eval']['ways']} ways, "
-            f"{shape['eval']['shots']} shots, {shape['eval']['queries']} queries; training: {shape['train']['ways']}, "
-            f"{shape['train']['shots']}, {shape['train']['queries']}); lower them with --set suite.ways=N, "
-            "suite.shots=N, suite.queries=N (or suite.train_ways/train_shots/train_queries)"
-        ) from None
-    return RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes, execution)
+    episodes = None if dry_run else Episodes(suite, resolved)
+    plan = RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes, execution)
+    if executor is not None:
+        executor.check(plan)  # e.g. Ray: resources no node has
+    if not dry_run:
+        records.check_writable(results_path, subdirs=output_dirs)
+    return plan
+
+
+def check_suite_algorithms(suite: Suite) -> None:
+    """The suite file's ``algorithms`` and ``exclude_algorithms`` name registered algorithms, with
+    valid hyperparameters: what ``run`` would refuse, ``validate`` refuses too."""
+    for key, names in (("algorithms", list(suite.algorithms)), ("exclude_algorithms", suite.exclude_algorithms)):
+        for name in names:
+            try:
+                algorithm = ALGORITHMS.get(name)
+            except BenchError as exc:
+                raise BenchError(f"{suite.source_file}: {key}: {exc}") from None
+            if key == "algorithms":
+                parse_hparams(algorithm, suite.algorithms[name], f"{suite.source_file}: algorithms")
+
+
+def check_suite_data(suite: Suite) -> None:
+    """The data files are there and the splits can supply the suite's episodes (cheap: no pixel is decoded)."""
+    if suite.task_type == "classification":
+        from bench.datasets import check_available
+        from bench.datasets.shapes import check_episode_shapes
+
+        check_available(suite)
+        check_episode_shapes(suite)
 
 
 class Episodes:
@@ -341,8 +382,6 @@ def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: 
         saved = load_checkpoint(checkpoint) if checkpoint is not None else None
         record["execution"] = configure_execution(algorithm, options, episodes.train(run.seed, 0), device,
                                                   saved["execution"] if saved is not None else None)
-        if on_configured is not None:
-            on_configured(record)
         memory = PeakMemory(device)  # after the task-chunk measurement, whose peak is not the run's
         train_timer, data_seconds = SegmentTimer(device), 0.0
         curve: list[dict[str, Any]] = []
@@ -365,10 +404,14 @@ def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: 
                                                      "executor": record.get("executor"),
                                                      "git_commit": git_state().get("commit")})
             log.info("%s seed %d: continuing from its checkpoint at iteration %d", run.algorithm.name, run.seed, first)
+        if on_configured is not None:  # written now, so a continuation interrupted again keeps this one's entry
+            on_configured(record)
         every = options.checkpoint_every if options.checkpoint_every is not None else suite.val_every
         check_every = min(DIVERGENCE_CHECK_EVERY, suite.val_every)
         # The first non-finite loss's iteration, kept on the device: looking at it every step would sync every step.
         diverged_at = torch.full((), -1, dtype=torch.long, device=device)
+        if saved is not None:  # a non-finite loss before the checkpoint, not yet looked at
+            diverged_at.fill_(saved.get("diverged_at", -1))
         eval_steps = algorithm.evaluation_steps(suite.test_inner_steps)
         bar = tqdm(total=suite.meta_iterations, initial=first, desc=f"{run.algorithm.name} seed {run.seed}",
                    disable=None if progress else True, leave=False, unit="it")
@@ -412,6 +455,7 @@ def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: 
                     "data_seconds": data_seconds, "peak_mb": max(earlier_peak_mb, memory.peak_mb()),
                     "wall_time_s": time.perf_counter() - wall_start,
                     "val_sha256": record["seeds"]["val_episodes"]["sha256"],
+                    "diverged_at": int(diverged_at.item()),
                 })
         bar.close()
         algorithm.load_state_dict(best_state)
@@ -429,6 +473,8 @@ def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: 
         mean, ci95 = mean_ci95(values)
         timed_iterations = suite.meta_iterations - min(suite.warmup_iterations, suite.meta_iterations)
         step_seconds = train_timer.segment_seconds()
+        if not algorithm.learns:  # its "training" is a no-op: a tasks/s figure would mean nothing
+            timed_iterations, step_seconds = 0, []
         train_seconds = sum(step_seconds)
         # The median step resists bursts of other load on the machine: `bench check` judges speed by it.
         median_step = statistics.median(step_seconds) if step_seconds else None

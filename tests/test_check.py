@@ -186,3 +186,12 @@ def test_a_directory_of_records_as_baseline_and_stored_records_as_the_new_side(c
     code, out, err = cli("check", "sine", "--tier", "smoke", "--baseline", str(tmp_path / "old"),
                          "--records", str(tmp_path / "new"))
     assert code == 0 and "identical per-episode values" in out, out + err
+
+
+def test_records_of_other_training_seeds_than_the_baseline_s_are_said_to_be(cli, tmp_path):
+    for name, seed in (("old", "0"), ("new", "1")):
+        assert cli("run", "sine", "--tier", "smoke", "--algorithms", "cnp", "--seeds", seed,
+                   "--results-dir", str(tmp_path / name), *sets(FAST))[0] == 0
+    code, out, err = cli("check", "sine", "--tier", "smoke", "--baseline", str(tmp_path / "old"),
+                         "--records", str(tmp_path / "new"))
+    assert code in (0, 1) and "training seeds differ: baseline 0, new 1" in out, out + err

@@ -84,3 +84,49 @@ def test_an_unreadable_checkpoint_means_starting_over(tmp_path, caplog):
     save_checkpoint(path, {"iteration": 3, "tensor": torch.ones(2)})
     assert load_checkpoint(path)["iteration"] == 3
     assert not list(tmp_path.glob(".*.tmp")), "no temporary file is left behind"
+
+
+def test_a_damaged_checkpoint_is_refused_and_the_run_starts_over(tmp_path, caplog):
+    path = tmp_path / "x.pt"
+    save_checkpoint(path, {"iteration": 3, "weights": torch.linspace(0, 1, 1000)})
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01  # one flipped bit, in the weights' bytes
+    path.write_bytes(bytes(data))
+    assert load_checkpoint(path) is None
+    assert "is damaged (its content does not match its SHA-256)" in caplog.text
+
+
+def test_a_checkpoint_the_disk_refuses_does_not_stop_the_run(tmp_path, monkeypatch, caplog):
+    import errno
+
+    import bench.checkpoints
+
+    def full(path, data):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(bench.checkpoints, "write_atomic", full)
+    [record] = execute(plan_run("sine", ["cnp"], [0], "smoke", tmp_path, "cpu", SINE), progress=False)
+    assert record["status"] == "completed"
+    assert "not written (No space left on device); training goes on without it" in caplog.text
+
+
+class Killed(BaseException):
+    """Like kill -9: nothing after it runs, not even the final record write."""
+
+
+def test_every_continuation_stays_in_the_record_even_if_killed_again(tmp_path, monkeypatch):
+    cut = tmp_path / "cut"
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 17)
+        with pytest.raises(KeyboardInterrupt):
+            execute(_plan("sine", "maml", SINE, cut, 2), progress=False)
+    with monkeypatch.context() as patch:
+        original = Episodes.train
+        patch.setattr(Episodes, "train", lambda self, seed, i: (_ for _ in ()).throw(Killed()) if i == 25
+                      else original(self, seed, i))
+        with pytest.raises(Killed):
+            execute(_plan("sine", "maml", SINE, cut, 2), progress=False, resume=True)
+    [stored] = map(records.load_record, records.iter_record_paths(cut))
+    assert [r["at_iteration"] for r in stored["resumed"]] == [16]  # written when the continuation began
+    [done] = execute(_plan("sine", "maml", SINE, cut, 2), progress=False, resume=True)
+    assert done["status"] == "completed" and [r["at_iteration"] for r in done["resumed"]] == [16, 24]

@@ -49,12 +49,25 @@ def test_run_then_leaderboard_in_every_format(cli, tmp_path):
         (["run", "sine", "--set", "maml.inner_rl=0.1"], "maml has no hyperparameter 'inner_rl'; did you mean 'inner_lr'"),
         (["run", "sine", "--set", "maml.inner_lr=fast"], "maml.inner_lr: Input should be a valid number"),
         (["run", "sine", "--set", "suite.shot=3"], "suite has no field 'shot' to set; did you mean 'shots'"),
-        (["run", "sine", "--set", "suite.shots=0"], "field 'shots': Input should be greater than or equal to 1"),
+        (["run", "sine", "--set", "suite.shots=0"], "--set suite.shots: Input should be greater than or equal to 1"),
         (["run", "sine", "--set", "inner_lr"], "expected ALGORITHM.NAME=VALUE"),
         (["run", "sine", "--algorithms", "cnp", "--set", "maml.inner_lr=0.1"], "maml is not among the algorithms being run"),
         (["run", "sine", "--device", "cuda"], "CUDA is not available"),
         (["run", "sine", "--device", "tpu"], "expected cpu, cuda, cuda:N or auto"),
         (["leaderboard", "sine", "--format", "json"], "no completed records for suite 'sine'"),
+        # Values that used to be accepted and then failed after training (or silently meant something else).
+        (["run", "sine", "--set", "maml.inner_lr=nan"], "maml.inner_lr: Input should be a finite number"),
+        (["run", "sine", "--set", "maml.inner_lr=inf"], "maml.inner_lr: Input should be a finite number"),
+        (["run", "sine", "--set", "maml.inner_lr=1e400"], "maml.inner_lr: Input should be a finite number"),
+        (["run", "sine", "--set", "maml.inner_steps=-3"], "maml.inner_steps: Input should be greater than or equal to 0"),
+        (["run", "sine", "--set", "maml.outer_lr=-0.001"], "maml.outer_lr: Input should be greater than 0"),
+        (["run", "sine", "--set", "reptile.inner_steps=0"], "reptile.inner_steps: Input should be greater than or equal to 1"),
+        (["run", "sine", "--set", "metasgd.lr_init_low=0.5"], "metasgd: lr_init_low (0.5) must not exceed lr_init_high"),
+        (["run", "sine", "--set", "suite.test_tasks=99999999999999999999"],
+         "--set suite.test_tasks: Input should be less than or equal to 1000000"),
+        (["run", "sine", "--set", "suite.seeds=[0,0]"], "--set suite.seeds: give each training seed once (0 repeated)"),
+        (["run", "sine", "--seeds", "99999999999999999999"], "training seed 99999999999999999999 is not a whole number"),
+        (["run", "s" * 300], "cannot look it up (File name too long)"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(cli, tmp_path, args, message):
@@ -103,3 +116,85 @@ def test_a_failed_run_exits_1_and_says_where_its_record_is(cli, tmp_path):
     code, out, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "maml", "--set", "maml.inner_lr=1e6",
                          "--results-dir", str(tmp_path))
     assert code == 1 and "maml seed 0 diverged: the meta-training loss is nan at iteration" in err and str(tmp_path) in err
+
+
+def test_validate_says_what_run_would_say(cli, tmp_path, tiny_suite):
+    text = tiny_suite.read_text()
+    tiny_suite.write_text(text.replace("\n  maml: {inner_lr: 0.01", "\n  mamll: {inner_lr: 0.01"))
+    code, _, err = cli("validate", str(tiny_suite))
+    assert code == 2 and "algorithms: unknown algorithm 'mamll'; did you mean 'maml'" in err
+    tiny_suite.write_text(text.replace("\n  maml: {inner_lr: 0.01", "\n  maml: {inner_lr: -0.1"))
+    code, _, err = cli("validate", str(tiny_suite))
+    assert code == 2 and "algorithms: maml.inner_lr: Input should be greater than or equal to 0" in err
+    code, _, run_err = cli("run", str(tiny_suite), "--dry-run", "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and run_err == err
+
+
+def test_a_key_given_twice_in_a_suite_file_is_refused(cli, tiny_suite):
+    tiny_suite.write_text(tiny_suite.read_text() + "meta_batch_size: 5\n")  # the file already has one
+    code, _, err = cli("validate", str(tiny_suite))
+    assert code == 2 and "key 'meta_batch_size' given twice in one mapping (keep one)" in err
+
+
+@pytest.mark.parametrize("blocked", [".locks", "sine/smoke", ".checkpoints"])
+def test_a_file_where_a_results_subdirectory_belongs_is_one_line_before_any_work(cli, tmp_path, blocked):
+    (tmp_path / blocked).parent.mkdir(parents=True, exist_ok=True)
+    (tmp_path / blocked).write_text("")
+    before = snapshot(tmp_path)
+    for dry_run in ([], ["--dry-run"]):
+        code, out, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "cnp", "--results-dir", str(tmp_path), *dry_run)
+        assert code == 2 and "is not writable (Not a directory" in err and err.count("\n") == 1, err
+    assert snapshot(tmp_path) == before
+
+
+def test_dry_run_writes_nothing(cli, tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    code, out, _ = cli("run", "sine", "--tier", "smoke", "--dry-run", "--results-dir", str(tmp_path / "results"))
+    assert code == 0 and "cnp seed 0" in out
+    assert not (tmp_path / "results").exists() and not (tmp_path / "cache").exists()
+
+
+def test_a_reader_that_stops_early_gets_no_traceback(tmp_path, monkeypatch, capsys):
+    import io
+    import os
+
+    from bench.cli import main
+
+    class ClosedPipe(io.StringIO):
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def fileno(self):
+            return os.open(os.devnull, os.O_WRONLY)
+
+    monkeypatch.setattr("sys.stdout", ClosedPipe())
+    code = main(["-q", "list"])
+    assert code == 141 and capsys.readouterr().err == ""
+
+
+def test_a_full_disk_at_the_final_record_keeps_the_result_and_says_where(cli, tmp_path, monkeypatch):
+    import errno
+    import re
+    from pathlib import Path
+
+    from bench import records
+
+    real = records.write_atomic
+    record_dir = tmp_path / "sine" / "smoke"
+
+    def full_at_the_end(path, text):
+        if path.parent == record_dir and '"status": "completed"' in str(text):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, text)
+
+    monkeypatch.setattr(records, "write_atomic", full_at_the_end)
+    code, _, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "cnp", "--results-dir", str(tmp_path))
+    assert code == 1 and err.count("\n") == 1 and "(No space left on device); it is kept in" in err, err
+    kept = Path(re.search(r"it is kept in (\S+): free space", err)[1])
+    assert kept.parent == tmp_path / ".checkpoints" / "sine" / "smoke"
+    result = json.loads(kept.read_text())
+    assert result["status"] == "completed" and len(result["metric"]["per_task"]) == 50
+    [stored] = record_dir.glob("*.json")
+    kept.replace(stored)  # what the message says to do: then it is an ordinary record
+    code, out, _ = cli("leaderboard", "sine", "--tier", "smoke", "--results-dir", str(tmp_path), "--format", "json")
+    assert code == 0 and json.loads(out)[0]["mean"] == result["metric"]["mean"]

@@ -223,6 +223,29 @@ def test_a_ray_job_whose_worker_dies_is_retried_then_failed_and_the_others_finis
     assert "crashing seed 0 failed" in err
 
 
+@pytest.mark.slow
+def test_sigterm_to_a_ray_run_records_the_runs_in_flight_as_interrupted(tmp_path):
+    pytest.importorskip("ray")
+    results = tmp_path / "results"
+    process = bench("run", "sine", "--tier", "smoke", "--algorithms", "maml,cnp,reptile", "--seeds", "0",
+                    "--executor", "ray", "--results-dir", str(results))
+    deadline = time.monotonic() + 120
+    while len(list((results / "sine" / "smoke").glob("*.json"))) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    statuses = [r["status"] for r in records.load_records(results, "sine")]
+    assert len(statuses) == 3 and "running" not in statuses and "interrupted" in statuses
+
+
+def test_a_ray_resource_request_no_node_can_meet_is_refused_before_any_work(cli, tmp_path, ray_instance):
+    code, _, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "cnp", "--executor", "ray",
+                       "--cpus-per-job", "64", "--results-dir", str(tmp_path / "r"))
+    assert code == 2 and "--cpus-per-job 64: the Ray cluster has 2 CPU(s) in all" in err
+    assert not (tmp_path / "r").exists()
+
+
 def test_the_ray_executor_without_ray_says_how_to_install_it(monkeypatch, cli, tmp_path):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(BenchError, match=r"pip install '\.\[ray\]'"):

@@ -36,6 +36,7 @@ from bench import records
 from bench.algorithms import ALGORITHMS
 from bench.cli import build_parser, main
 from bench.config import SUITE_OVERRIDABLE, load_suite
+from bench.runner import plan_run
 from tests.conftest import ROOT, snapshot
 
 SUITES = ROOT / "suites"
@@ -234,7 +235,8 @@ HYPERPARAMETERS = sorted(f"{a}.{h}" for a in ALGORITHMS.names() for h in ALGORIT
 SUITE_FIELDS = sorted(f"suite.{f}" for f in SUITE_OVERRIDABLE)
 VALUES = st.one_of(
     TEXT,
-    st.sampled_from(["", " ", "0", "-1", "1e400", ".nan", ".inf", "-.inf", "nan", "9" * 5000, "[" * 1000, "[1, 2",
+    st.sampled_from(["", " ", "0", "-1", "1e400", ".nan", ".inf", "-.inf", "nan", "inf", "-0.001", "-3", "1e-400",
+                     "99999999999999999999", "[0, 0]", "[-1]", "[0, 99999999999999999999]", "9" * 5000, "[" * 1000, "[1, 2",
                      "{a: 1}", "[]", "{}", "null", "~", "true", "yes", "2024-02-30", "!!int x", "!!python/object:os.system",
                      "&a [*a]", "&a {b: *a}", "'unterminated", "a: b: c", "- 1", "0x1F", "1_000", "é", "名前",
                      "minilm", "wordcnn", "relu", "mlp", "[40, 40]", "[0.1, 5.0]"]),
@@ -259,10 +261,30 @@ def test_a_hostile_set_override_is_one_line_and_exit_2(capsys, tmp_path, reposit
         argv = ["run", "sine", "--tier", "smoke", "--dry-run", "--results-dir", str(results)]
         for text in overrides:
             argv += ["--set", text]
-        assert_clean(bench(capsys, *argv))
+        result = bench(capsys, *argv)
+        assert_clean(result)
         assert not [p for p in results.rglob("*") if p.is_file()], "a dry run wrote a file"
+        if result[0] == 0:  # what a dry run accepts, the real run must be able to run and record
+            plan = plan_run("sine", seeds=None, tier="smoke", results_dir=results, device="cpu",
+                            overrides=overrides, dry_run=True)
+            assert_storable(plan.suite.model_dump(mode="json"))
+            for run in plan.runs:
+                assert_storable(run.hparams.model_dump(mode="json"))
 
     check()
+
+
+def assert_storable(value) -> None:
+    """Finite numbers and 64-bit integers only: what a JSON record and torch can hold."""
+    json.dumps(value, allow_nan=False)
+    if isinstance(value, dict):
+        for item in value.values():
+            assert_storable(item)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            assert_storable(item)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        assert -(2**63) <= value < 2**63, value
 
 
 # --- command-line arguments ----------------------------------------------------------------------
@@ -662,16 +684,37 @@ def test_a_report_over_odd_records_is_written(capsys, tmp_path):
 
 # --- the fixes, one by one -----------------------------------------------------------------------
 
+def _sine_with(*lines: str) -> bytes:
+    """The sine suite's text with these top-level ``key: value`` lines in place of its own."""
+    keys = {line.split(":")[0] for line in lines}
+    kept, skipping = [], False
+    for line in BASE_TEXT["sine"].splitlines():
+        if line.split(":")[0] in keys and not line.startswith((" ", "\t")):
+            skipping = True
+            continue
+        if skipping and line.startswith((" ", "\t")):
+            continue
+        skipping = False
+        kept.append(line)
+    return "\n".join([*kept, *lines, ""]).encode()
+
+
 @pytest.mark.parametrize(("content", "message"), [
     (b"name: \xff\xfe\n", "not a text file in UTF-8"),
-    (BASE_TEXT["sine"].encode() + b"\ndefault_tier: [smoke]\n", "field 'default_tier' must be one of smoke, ci, standard, paper"),
-    (BASE_TEXT["sine"].encode() + b"\ntiers: {1: {}, smoke: {}}\ndefault_tier: paper\n", "suite has no tier 'paper'"),
-    (BASE_TEXT["sine"].encode() + b"\nshots: " + b"9" * 5000 + b"\n", "a number of more than 4300 digits"),
+    (_sine_with("default_tier: [smoke]"), "field 'default_tier' must be one of smoke, ci, standard, paper"),
+    (_sine_with("tiers: {1: {}, smoke: {}}", "default_tier: paper"), "suite has no tier 'paper'"),
+    (_sine_with("shots: " + "9" * 5000), "a number of more than 4300 digits"),
     (b"[" * 600 + b"]" * 600, "nested too deeply"),
-    (BASE_TEXT["sine"].encode() + b"\nversion: 2024-02-30\n", "day is out of range for month"),
-    (BASE_TEXT["sine"].encode() + b"\nname: ../../elsewhere\n", "field 'name': a suite name is letters"),
-    (BASE_TEXT["sine"].encode() + b"\ndata: {kind: sine, amplitude_range: [0, .inf]}\n", "Input should be a finite number"),
-    (BASE_TEXT["sine"].encode() + b"\nalgorithms: {maml: {inner_lr: .nan}}\n", "maml.inner_lr must be a finite number"),
+    (_sine_with("version: 2024-02-30"), "day is out of range for month"),
+    (_sine_with("name: ../../elsewhere"), "field 'name': a suite name is letters"),
+    (_sine_with("data: {kind: sine, amplitude_range: [0, .inf]}"), "Input should be a finite number"),
+    (_sine_with("algorithms: {maml: {inner_lr: .nan}}"), "maml.inner_lr must be a finite number"),
+    (BASE_TEXT["sine"].encode() + b"\nshots: 5\n", "key 'shots' given twice in one mapping (keep one)"),
+    (_sine_with("test_tasks: 99999999999999999999"), "field 'test_tasks': Input should be less than or equal to 1000000"),
+    (_sine_with("seeds: [0, 0]"), "field 'seeds': give each training seed once"),
+    (_sine_with("algorithms: {maml: {inner_steps: -3}}"),
+     "algorithms: maml.inner_steps: Input should be greater than or equal to 0"),
+    (_sine_with("algorithms: {mamll: {inner_lr: 0.1}}"), "algorithms: unknown algorithm 'mamll'; did you mean 'maml'"),
     (b"include: ../suites/fuzzed.yaml\nname: x\n", "include cycle"),
 ])
 def test_a_bad_suite_file_is_one_clear_line(capsys, tmp_path, content, message):

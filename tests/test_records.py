@@ -84,3 +84,19 @@ def test_unwritable_results_directory(tmp_path):
     blocker.write_text("")
     with pytest.raises(BenchError, match="is not writable.*--results-dir"):
         records.check_writable(blocker / "results")
+
+
+def test_a_record_that_can_be_written_nowhere_is_printed_whole(tmp_path, monkeypatch):
+    import errno
+
+    from bench.errors import RecordNotWritten
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(records, "write_atomic", full)
+    record = {"status": "completed", "metric": {"mean": 0.5}}
+    with pytest.raises(RecordNotWritten) as caught:
+        records.write_finished_record(tmp_path / "r.json", record, [tmp_path / "a", tmp_path / "b"])
+    message, json_line = str(caught.value).split("\n")
+    assert "nor anywhere else" in message and json.loads(json_line) == record

@@ -116,6 +116,15 @@ def test_a_subset_of_suites(results, tmp_path):
     assert sum(p.suffix == ".png" for p in written) == 3
 
 
+def test_a_suite_file_path_names_its_suite_as_in_run_and_leaderboard(results, tmp_path, cli):
+    from tests.conftest import ROOT
+
+    code, out, err = cli("report", str(ROOT / "suites" / "sine-k5.yaml"), "--results-dir", str(results[0]),
+                         "--out", str(tmp_path))
+    assert code == 0, err
+    assert (tmp_path / "sine-k5").is_dir() and not (tmp_path / "sine").exists()
+
+
 def test_an_unreadable_record_stops_the_report(tmp_path):
     (tmp_path / "results" / "sine" / "smoke").mkdir(parents=True)
     (tmp_path / "results" / "sine" / "smoke" / "broken.json").write_text("{")

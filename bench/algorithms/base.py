@@ -6,14 +6,14 @@ import hashlib
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
-from bench.config import Suite
+from bench.config import MAX_STEPS, Suite
 from bench.errors import BenchError, did_you_mean
 from bench.models import build_backbone
 from bench.registry import Registry
@@ -34,10 +34,17 @@ def register(name: str):
     return decorator
 
 
+# Constrained hyperparameter types: a negative learning rate or step count is refused when the
+# run is planned, not discovered after training.
+LearningRate = Annotated[float, Field(gt=0.0)]
+StepSize = Annotated[float, Field(ge=0.0)]  # an inner or fine-tuning step size; 0 disables the step
+InnerSteps = Annotated[int, Field(ge=0, le=MAX_STEPS)]
+
+
 class Hyperparameters(BaseModel):
     """Base of each algorithm's hyperparameters: unknown names and wrong types are errors."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,7 @@ class Algorithm(nn.Module):
     family: ClassVar[str]
     task_types: ClassVar[frozenset[str]] = frozenset({"regression"})
     Hparams: ClassVar[type[Hyperparameters]] = Hyperparameters
+    learns: ClassVar[bool] = True  # False: nothing is meta-trained, so there is no meta-training throughput
     # Whether the algorithm can normalise with support-set statistics only (suite batch_norm: inductive).
     inductive_batch_norm: ClassVar[bool] = True
     # Whether its meta-loss is a mean of independent per-task losses, so that a meta-batch can be
@@ -231,9 +239,10 @@ def parse_hparams(algorithm: type[Algorithm], values: dict[str, Any], where: str
             raise BenchError(
                 f"{where}: {algorithm.name} has no hyperparameter {field!r}; {did_you_mean(field, known)}"
             ) from None
-        raise BenchError(
-            f"{where}: {algorithm.name}.{field}: {error['msg']} (got {error.get('input')!r})"
-        ) from None
+        message = error["msg"].removeprefix("Value error, ")
+        if not field:  # a rule across fields (a model validator): the message names them
+            raise BenchError(f"{where}: {algorithm.name}: {message}") from None
+        raise BenchError(f"{where}: {algorithm.name}.{field}: {message} (got {error.get('input')!r})") from None
 
 
 def registered_algorithm(name: str) -> type[Algorithm]:

@@ -11,7 +11,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.algorithms.base import Algorithm, Hyperparameters, Problem, per_task_cross_entropy, register
+from bench.algorithms.base import Algorithm, Hyperparameters, LearningRate, Problem, per_task_cross_entropy, register
+from bench.config import MAX_STEPS
 from bench.errors import BenchError
 from bench.tasks import TaskBatch
 
@@ -22,8 +23,8 @@ FINETUNE_WEIGHT_DECAY = 0.001
 
 
 class BaselineHparams(Hyperparameters):
-    lr: float = 0.001
-    finetune_steps: int = Field(default=100, ge=0)
+    lr: LearningRate = 0.001
+    finetune_steps: int = Field(default=100, ge=0, le=MAX_STEPS)
     finetune_lr: float = Field(default=0.1, gt=0.0)
 
 

@@ -28,6 +28,7 @@ class NearestCentroid(Algorithm):
     family = "floor"
     task_types = frozenset({"classification"})
     Hparams = Hyperparameters
+    learns = False
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)

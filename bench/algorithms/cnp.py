@@ -4,19 +4,22 @@ Rezende and Eslami, "Conditional Neural Processes", ICML 2018. https://arxiv.org
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
-from bench.algorithms.base import Algorithm, Hyperparameters, Problem, register
+from bench.algorithms.base import Algorithm, Hyperparameters, LearningRate, Problem, register
 from bench.models import MLP
 from bench.tasks import TaskBatch
 
 
 class CNPHparams(Hyperparameters):
-    representation_size: int = 128
-    hidden: tuple[int, ...] = (128, 128)
-    lr: float = 0.001
-    min_std: float = 0.01
+    representation_size: Annotated[int, Field(ge=1)] = 128
+    hidden: tuple[Annotated[int, Field(ge=1)], ...] = (128, 128)
+    lr: LearningRate = 0.001
+    min_std: Annotated[float, Field(gt=0.0)] = 0.01  # the predicted standard deviation's floor
 
 
 @register("cnp")
@@ -47,6 +50,9 @@ class CNP(Algorithm):
     def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
         mean, std = self.predict(batch)
         return -torch.distributions.Normal(mean, std).log_prob(batch.query_y).mean()
+
+    def evaluation_steps(self, protocol_steps: int) -> int:
+        return 0  # conditioned on the context points; no gradient step adapts anything
 
     @torch.no_grad()
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import torch
 
-from bench.algorithms.base import Algorithm, Hyperparameters, Problem
+from bench.algorithms.base import Algorithm, Hyperparameters, LearningRate, Problem
 from bench.tasks import TaskBatch
 
 
 class EmbeddingHparams(Hyperparameters):
-    lr: float = 0.001
+    lr: LearningRate = 0.001
 
 
 class EmbeddingBased(Algorithm):
@@ -48,5 +48,8 @@ class EmbeddingBased(Algorithm):
         return self.problem.loss(self.logits(batch), batch.query_y).mean()
 
     @torch.no_grad()
+    def evaluation_steps(self, protocol_steps: int) -> int:
+        return 0  # a query is scored against the support set; no gradient step adapts anything
+
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         return self.problem.metric(self.logits(batch), batch.query_y)

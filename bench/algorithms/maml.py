@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import torch
 
-from bench.algorithms.base import Hyperparameters, Problem, register
+from bench.algorithms.base import Hyperparameters, InnerSteps, LearningRate, Problem, StepSize, register
 from bench.algorithms.gradient import GradientBased, per_task
 from bench.tasks import TaskBatch
 
 
 class MAMLHparams(Hyperparameters):
-    inner_lr: float = 0.01
-    inner_steps: int = 1
-    outer_lr: float = 0.001
+    inner_lr: StepSize = 0.01  # 0: no adaptation (the ablation CI's checks must catch)
+    inner_steps: InnerSteps = 1
+    outer_lr: LearningRate = 0.001
     first_order: bool = False
 
 

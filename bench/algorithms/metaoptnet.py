@@ -10,6 +10,7 @@ from pydantic import Field
 
 from bench.algorithms.base import register
 from bench.algorithms.embedding import EmbeddingBased, EmbeddingHparams
+from bench.config import MAX_STEPS
 from bench.tasks import TaskBatch
 
 
@@ -23,7 +24,7 @@ class RidgeHparams(MetaOptNetHparams):
 
 class SVMHparams(MetaOptNetHparams):
     svm_c: float = Field(default=0.1, gt=0.0)
-    svm_iterations: int = Field(default=100, ge=1)
+    svm_iterations: int = Field(default=100, ge=1, le=MAX_STEPS)
 
 
 def ridge_logits(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int, lam: float) -> torch.Tensor:

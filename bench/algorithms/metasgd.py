@@ -7,16 +7,23 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+from pydantic import model_validator
 from torch import nn
 
-from bench.algorithms.base import register
+from bench.algorithms.base import StepSize, register
 from bench.algorithms.maml import MAML, MAMLHparams
 
 
 class MetaSGDHparams(MAMLHparams):
     # The paper draws each initial learning rate from U[0.005, 0.1].
-    lr_init_low: float = 0.005
-    lr_init_high: float = 0.1
+    lr_init_low: StepSize = 0.005
+    lr_init_high: StepSize = 0.1
+
+    @model_validator(mode="after")
+    def _ordered(self) -> MetaSGDHparams:
+        if self.lr_init_low > self.lr_init_high:
+            raise ValueError(f"lr_init_low ({self.lr_init_low}) must not exceed lr_init_high ({self.lr_init_high})")
+        return self
 
 
 @register("metasgd")

@@ -4,6 +4,8 @@ Network for Few-Shot Learning", CVPR 2018. https://arxiv.org/abs/1711.06025
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
@@ -18,7 +20,7 @@ BN_EPS = 1e-5
 
 
 class RelationNetHparams(EmbeddingHparams):
-    relation_hidden: tuple[int, ...] = Field(default=(64, 8), min_length=1)
+    relation_hidden: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=(64, 8), min_length=1)
 
 
 def class_sums(embeddings: torch.Tensor, labels: torch.Tensor, ways: int) -> torch.Tensor:

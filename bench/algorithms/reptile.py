@@ -4,18 +4,22 @@ https://arxiv.org/abs/1803.02999
 
 from __future__ import annotations
 
-import torch
+from typing import Annotated
 
-from bench.algorithms.base import Hyperparameters, Problem, register
+import torch
+from pydantic import Field
+
+from bench.algorithms.base import Hyperparameters, LearningRate, Problem, StepSize, register
 from bench.algorithms.gradient import GradientBased, per_task, sgd_steps
+from bench.config import MAX_STEPS
 from bench.models.mlp import Params
 from bench.tasks import TaskBatch
 
 
 class ReptileHparams(Hyperparameters):
-    inner_lr: float = 0.02
-    inner_steps: int = 5
-    outer_lr: float = 0.001
+    inner_lr: StepSize = 0.02
+    inner_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 5  # 0 steps would never move the initialisation
+    outer_lr: LearningRate = 0.001
 
 
 @register("reptile")

@@ -10,14 +10,14 @@ from typing import Literal
 
 import torch
 
-from bench.algorithms.base import Hyperparameters, Problem, register
+from bench.algorithms.base import Hyperparameters, LearningRate, Problem, StepSize, register
 from bench.algorithms.gradient import GradientBased
 from bench.tasks import TaskBatch
 
 
 class TransferHparams(Hyperparameters):
-    lr: float = 0.001
-    finetune_lr: float = 0.01
+    lr: LearningRate = 0.001
+    finetune_lr: StepSize = 0.01
     finetune: Literal["all", "head"] = "all"
 
 

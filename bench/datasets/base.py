@@ -13,6 +13,8 @@ import hashlib
 import json
 import logging
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,10 @@ from bench.records import write_atomic
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+# What reading a damaged zip archive raises: a bad header or CRC (BadZipFile), a flipped
+# compression-method byte (NotImplementedError), corrupt deflate data (zlib.error), a truncated
+# member (EOFError), or an unreadable file (OSError).
+ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, zlib.error, EOFError, OSError)
 
 
 @dataclass(frozen=True)
@@ -75,17 +81,29 @@ def cached_file(name: str, key: str, build, encode=lambda value: value, decode=l
     ``encode`` of it atomically. The file is memory-mapped: a run reads only the pages it touches
     (Tiny-ImageNet's cache is 737 MB)."""
     path = cache_dir() / f"{name}-{key}.pt"
+    digest_path = path.with_name(f"{path.name}.sha256")  # the SHA-256 of the file's bytes, written with it
     if path.is_file():
         try:
+            expected = digest_path.read_text().strip() if digest_path.is_file() else None
+            if expected != file_sha256(path):
+                # The key covers the inputs; this covers the bytes actually read: an edited or
+                # damaged cache would otherwise pass for the data it was built from.
+                raise ValueError("its content does not match the SHA-256 written when it was built"
+                                 if expected else "it has no content hash")
             return decode(torch.load(path, weights_only=True, mmap=True))
         except Exception as exc:  # a damaged cache is rebuilt, never trusted
-            log.warning("cache %s is unreadable (%s); rebuilding it", path, exc)
+            log.warning("cache %s is unreadable or damaged (%s); rebuilding it", path, exc)
     log.info("building %s once into %s", name, path)
     value = build()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(encode(value), tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(encode(value), tmp)
+        write_atomic(digest_path, file_sha256(tmp) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:  # a full cache disk: the run goes on with the data in memory
+        Path(tmp).unlink(missing_ok=True)
+        log.warning("cache %s not written (%s); the data will be read again next time", path, exc.strerror or exc)
     return value
 
 

@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 
 from bench.config import OmniglotData
-from bench.datasets.base import ClassImages, cache_key, cached, data_dir, file_sha256, require_files
+from bench.datasets.base import ZIP_ERRORS, ClassImages, cache_key, cached, data_dir, file_sha256, require_files
+from bench.datasets.verify import verify_official
 from bench.errors import BenchError
 
 # Official sources; the MD5s are those torchvision's Omniglot dataset checks.
@@ -31,6 +32,12 @@ DOWNLOADS = {
         "https://raw.githubusercontent.com/brendenlake/omniglot/master/python/images_evaluation.zip",
         "md5:6b91aef0f799c5bb55b94e3f2daec811",
     ),
+}
+# SHA-256 of each official archive's (member, size, CRC-32) listing (bench.datasets.verify): the
+# same for the official zip and for a faithful re-archive of its PNGs, whose zip bytes differ.
+MEMBER_DIGESTS = {
+    "omniglot/images_background.zip": "9f140fca591cdadb8ff9d7436e4728e138765a0cf5069b8b1b3d487371d69635",
+    "omniglot/images_evaluation.zip": "211350ad548c68ce7fc8759ef5e05f9a7521228e08bf633e74fc1232e0cb645f",
 }
 DRAWINGS_PER_CHARACTER = 20
 MEMBER = re.compile(r"^images_(?:background|evaluation)/([^/]+)/(character\d+)/[^/]+\.png$")
@@ -45,7 +52,7 @@ def _decode(paths: list[Path], config: OmniglotData) -> ClassImages:
         try:
             archive = zipfile.ZipFile(path)
             members = archive.namelist()
-        except (zipfile.BadZipFile, OSError) as exc:
+        except ZIP_ERRORS as exc:
             raise BenchError(f"{path}: not a readable zip archive ({exc}); download it again") from None
         for member in members:
             match = MEMBER.match(member)
@@ -54,7 +61,7 @@ def _decode(paths: list[Path], config: OmniglotData) -> ClassImages:
             try:
                 with Image.open(io.BytesIO(archive.read(member))) as image:
                     pixels = np.asarray(image.convert("L").resize(size, FILTERS[config.resize_filter]))
-            except (OSError, zipfile.BadZipFile) as exc:
+            except ZIP_ERRORS as exc:
                 raise BenchError(f"{path}: member {member} cannot be decoded ({exc}); download the archive again") from None
             drawings[f"{match[1]}/{match[2]}"].append((member, pixels))
     if not drawings:
@@ -74,6 +81,10 @@ def required_files(config: OmniglotData) -> list[Path]:
     paths = [data_dir() / a for a in config.archives]
     require_files(paths, "Omniglot", "download the official archives with `python -m bench download omniglot` "
                   "or set BENCH_DATA_DIR to a directory that has them")
+    for relative, path in zip(config.archives, paths, strict=True):
+        if relative in DOWNLOADS:
+            verify_official(path, DOWNLOADS[relative][1], "download it again with `python -m bench download omniglot "
+                            "--force`", MEMBER_DIGESTS[relative])
     return paths
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from bench.config import TextData
 from bench.datasets.base import data_dir, file_sha256
+from bench.datasets.verify import verify_official
 from bench.errors import BenchError
 
 # Official sources. Bao et al.'s processed HuffPost and Reuters files come in one zip (the member is
@@ -57,31 +58,44 @@ class TextExamples:
         return Counter(self.labels)
 
 
-def _how_to_get(relative: str) -> str:
+def _how_to_get(relative: str) -> str | None:
     if relative in DOWNLOADS:
         url, checksum = DOWNLOADS[relative]
         return f"fetch {url} ({checksum})"
     if relative.startswith("text/hwu64/"):
         return HWU64_SOURCE
-    return "check the suite's data.files"
+    return None
 
 
 def required_files(config: TextData) -> list[Path]:
-    """The dataset's files; a ``BenchError`` saying where to get each one that is missing."""
+    """The dataset's files, those with an official checksum checked; a ``BenchError`` saying where
+    to get each one that is missing or damaged."""
     paths = []
     for relative in config.files:
         path = Path(relative) if Path(relative).is_absolute() else data_dir() / relative
+        how = _how_to_get(relative)
         if not path.is_file():
-            raise BenchError(f"text data not found: {path}; {_how_to_get(relative)} into {path}, "
+            if how is None:  # the user's own file
+                raise BenchError(f"text data not found: {path} (data.files lists {relative!r}; a relative path is "
+                                 f"read from BENCH_DATA_DIR, here {data_dir()}); put the file there, give an absolute "
+                                 "path, or set BENCH_DATA_DIR")
+            raise BenchError(f"text data not found: {path}; {how} into {path}, "
                              "or set BENCH_DATA_DIR to a directory that has it")
+        if relative in DOWNLOADS:
+            verify_official(path, DOWNLOADS[relative][1], "fetch it again with `python -m bench download text --force`")
         paths.append(path)
     return paths
 
 
 def _json_lines(path: Path, text_key: str, label_key: str) -> Iterator[tuple[str, str, str]]:
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, 1):
+    with path.open("rb") as handle:  # decoded line by line, so a bad byte is reported with its line
+        for number, raw in enumerate(handle, 1):
             where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise BenchError(f"{where}: not UTF-8 text (byte {exc.start + 1} of the line); save the file as "
+                                 "UTF-8") from None
             if not line.strip():
                 continue
             try:
@@ -131,6 +145,13 @@ def _clinc150_json(path: Path) -> Iterator[tuple[str, str, str]]:
 
 
 def _read(path: Path, format: str) -> Iterator[tuple[str, str, str]]:
+    try:
+        yield from _read_format(path, format)
+    except UnicodeDecodeError as exc:  # the CSV and JSON readers decode whole blocks
+        raise BenchError(f"{path}: not UTF-8 text ({exc.reason}); save the file as UTF-8 or download it again") from None
+
+
+def _read_format(path: Path, format: str) -> Iterator[tuple[str, str, str]]:
     if format in ("bao-json", "hwu64-json"):
         return _json_lines(path, "raw", "label")
     if format == "jsonl":

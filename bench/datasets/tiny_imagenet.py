@@ -26,7 +26,8 @@ import torch
 from PIL import Image
 
 from bench.config import TinyImageNetData
-from bench.datasets.base import ClassImages, cache_key, cached, data_dir
+from bench.datasets.base import ZIP_ERRORS, ClassImages, cache_key, cached, data_dir
+from bench.datasets.verify import verify_official
 from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
@@ -46,10 +47,15 @@ FILTERS = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR, "bicubic": Imag
 
 
 def required_files(config: TinyImageNetData) -> Path:
-    """The first of the config's candidate archives that exists."""
+    """The first of the config's candidate archives that exists; the official one is checked against
+    its checksum (others, such as a 300-per-class subset, have none: each member's CRC-32 is checked as
+    it is read, and the cache key covers the members' listing)."""
     candidates = [data_dir() / a for a in config.archives]
-    for path in candidates:
+    for relative, path in zip(config.archives, candidates, strict=True):
         if path.is_file():
+            if relative in DOWNLOADS:
+                verify_official(path, DOWNLOADS[relative][1], "download it again with `python -m bench download "
+                                "tiny-imagenet --force`")
             return path
     [(relative, (url, checksum))] = DOWNLOADS.items()
     raise BenchError(
@@ -62,7 +68,7 @@ def required_files(config: TinyImageNetData) -> Path:
 def _open(path: Path) -> zipfile.ZipFile:
     try:
         return zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as exc:
+    except ZIP_ERRORS as exc:
         raise BenchError(f"{path}: not a readable zip archive ({exc}); download it again") from None
 
 
@@ -101,7 +107,7 @@ def _decode(path: Path, selected: dict[str, list[zipfile.ZipInfo]], config: Tiny
                 try:
                     with Image.open(io.BytesIO(archive.read(info))) as image:
                         rgb = image.convert("RGB")
-                except (OSError, zipfile.BadZipFile) as exc:
+                except ZIP_ERRORS as exc:
                     raise BenchError(f"{path}: member {info.filename} cannot be decoded ({exc}); "
                                      "download the archive again") from None
                 if rgb.size != (size, size):

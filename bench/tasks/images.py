@@ -8,6 +8,8 @@ import torch
 
 from bench.config import Suite
 from bench.datasets import load_classification_data
+from bench.datasets.shapes import shape_problem
+from bench.errors import BenchError
 from bench.tasks.base import TaskBatch, classification_batch, draw_episodes
 
 
@@ -41,14 +43,10 @@ class ImageTasks:
         else:
             self.mean = torch.tensor(normalization.mean, device=device).view(1, 1, -1, 1, 1)
             self.std = torch.tensor(normalization.std, device=device).view(1, 1, -1, 1, 1)
-        for split in ("train", "val", "test"):
-            shape = self.shapes["train" if split == "train" else "eval"]
-            n_classes = len(splits.get(split, []))
-            needed = shape["shots"] + shape["queries"]
-            if n_classes < shape["ways"]:
-                raise ValueError(f"split {split!r} has {n_classes} classes, fewer than {shape['ways']} ways")
-            if self.n_per_class < needed:
-                raise ValueError(f"classes have {self.n_per_class} examples, fewer than shots + queries = {needed}")
+        for split in ("train", "val", "test"):  # checked before, from the listing; again on what was read
+            sizes = {data.class_names[i]: self.n_per_class for i in splits.get(split, [])}
+            if (problem := shape_problem(suite, split, sizes)) is not None:
+                raise BenchError(problem)
 
     @property
     def in_shape(self) -> tuple[int, ...]:

@@ -9,6 +9,7 @@ import torch
 
 from bench.config import Suite, TextData, TextModel
 from bench.datasets.base import cache_key, cached_tensor
+from bench.datasets.shapes import shape_problem
 from bench.datasets.text import load_examples, split_members
 from bench.datasets.text_features import TOKEN, build_vocabulary, sentence_embeddings, word_ids
 from bench.errors import BenchError
@@ -44,7 +45,9 @@ class TextTasks:
         for index, label in enumerate(examples.labels):
             if label in by_class:
                 by_class[label].append(index)
-        self._check_sizes(data, splits, by_class)
+        for split, classes in splits.items():  # checked before any work; again on what was read
+            if (problem := shape_problem(suite, split, {c: len(by_class[c]) for c in classes})) is not None:
+                raise BenchError(problem)
         counts = torch.tensor([len(by_class[c]) for c in class_names])
         members = torch.full((len(class_names), int(counts.max())), -1, dtype=torch.long)
         for row, name in enumerate(class_names):
@@ -72,22 +75,6 @@ class TextTasks:
         # An episode's identity: the key of the inputs (dataset and encoder) and the drawn indices.
         self.input_key = input_key
         self.device = device
-
-    def _check_sizes(self, data: TextData, splits: dict[str, list[str]], by_class: dict[str, list[int]]) -> None:
-        for split, classes in splits.items():
-            shape = self.shapes["train" if split == "train" else "eval"]
-            needed = shape["shots"] + shape["queries"]
-            if len(classes) < shape["ways"]:
-                raise BenchError(f"suite {self.suite_name!r}: split {split!r} has {len(classes)} classes, fewer than "
-                                 f"{shape['ways']} ways; lower ways with --set suite.ways=N (or suite.train_ways) "
-                                 "or list more classes in data.split")
-            small = [(c, len(by_class[c])) for c in classes if len(by_class[c]) < needed]
-            if small:
-                name, size = min(small, key=lambda item: item[1])
-                raise BenchError(
-                    f"suite {self.suite_name!r}: class {name!r} of split {split!r} has {size} examples in "
-                    f"{', '.join(data.files)}, fewer than shots + queries = {needed} ({len(small)} such class(es)); "
-                    "lower --set suite.shots=N / suite.queries=N (or suite.train_shots/train_queries), or drop the class")
 
     @property
     def in_shape(self) -> tuple[int, ...]:

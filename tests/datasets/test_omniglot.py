@@ -75,11 +75,15 @@ def test_missing_and_corrupt_archives_are_clear_errors(tmp_path, monkeypatch):
     (tmp_path / "omniglot").mkdir()
     for name in config.archives:
         (tmp_path / name).write_bytes(b"<html>404</html>")
+    with pytest.raises(BenchError, match="does not match its official checksum .*download omniglot --force"):
+        omniglot.load_characters(config)
+    monkeypatch.setenv("BENCH_UNVERIFIED_DATA", "1")
     with pytest.raises(BenchError, match="not a readable zip archive"):
         omniglot.load_characters(config)
 
 
 def test_an_incomplete_archive_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_UNVERIFIED_DATA", "1")  # past the checksum check, to the decoder's own
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
     (tmp_path / "omniglot").mkdir()
@@ -101,7 +105,7 @@ def test_a_split_pattern_that_matches_nothing():
 
 
 @pytest.mark.parametrize(("settings", "message"), [
-    (["suite.shots=10"], "classes have 20 examples, fewer than shots + queries = 25"),
+    (["suite.shots=10"], "of split 'val' has 20 examples, fewer than shots + queries = 25"),
     (["suite.ways=700"], "split 'val' has 688 classes, fewer than 700 ways"),
 ])
 def test_impossible_ways_or_shots_stop_the_run_before_any_work(tmp_path, capsys, settings, message):
@@ -112,5 +116,39 @@ def test_impossible_ways_or_shots_stop_the_run_before_any_work(tmp_path, capsys,
                  "--results-dir", str(tmp_path / "results"), *args])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: suite 'omniglot-5w1s' cannot make its episodes")
-    assert message in err and "--set suite.ways=N" in err and err.count("\n") == 1
-    assert not list(tmp_path.rglob("*.json"))
+    assert message in err and err.count("\n") == 1
+    assert ("--set suite.ways=N" if "ways" in settings[0] else "--set suite.shots=N") in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_an_archive_with_one_flipped_byte_is_one_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_UNVERIFIED_DATA", "1")  # past the checksum check, to the decoder's own
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "omniglot").mkdir()
+    archive = tmp_path / "omniglot" / "images_background.zip"
+    with zipfile.ZipFile(SPLITS.parent.parent / "images_background.zip") as source, \
+            zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as copy:
+        for member in [m for m in source.namelist() if m.startswith("images_background/Latin/character01/0")]:
+            copy.writestr(member, source.read(member))
+    data = bytearray(archive.read_bytes())
+    central = data.index(b"PK\x01\x02")  # the first drawing's central directory entry
+    data[central + 10] = 99  # its compression method: one that does not exist
+    archive.write_bytes(bytes(data))
+    config = load_suite("omniglot-5w1s").data.model_copy(update={"archives": ("omniglot/images_background.zip",)})
+    with pytest.raises(BenchError, match=r"images_background\.zip: member .* cannot be decoded \(.*compression method"
+                                         r".*\); download the archive again"):
+        omniglot.load_characters(config)
+
+
+def test_a_cache_whose_pixels_were_changed_is_detected_and_rebuilt(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    config = load_suite("omniglot-5w1s").data
+    good = omniglot.load_characters(config)
+    [cache_file] = tmp_path.glob("omniglot-*.pt")
+    stored = torch.load(cache_file, weights_only=True)
+    stored["images"] = 255 - stored["images"]  # a valid tensor file, every pixel inverted
+    torch.save(stored, cache_file)
+    again = omniglot.load_characters(config)
+    assert "does not match the SHA-256 written when it was built" in caplog.text
+    assert torch.equal(again.images, good.images) and again.key == good.key

@@ -99,6 +99,8 @@ def config(archive: str, per_class: int, **fields) -> TinyImageNetData:
 def data_root(tmp_path, monkeypatch):
     monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    # Generated archives under the official name: past the checksum check, to the decoder's own checks.
+    monkeypatch.setenv("BENCH_UNVERIFIED_DATA", "1")
     return tmp_path / "data"
 
 
@@ -145,6 +147,10 @@ def test_missing_corrupt_and_damaged_archives_are_one_line_errors(data_root):
     html = data_root / "tiny-imagenet/tiny-imagenet-200.zip"
     html.parent.mkdir(parents=True)
     html.write_bytes(b"<html>404 Not Found</html>")
+    with pytest.MonkeyPatch.context() as checked:
+        checked.delenv("BENCH_UNVERIFIED_DATA")
+        with pytest.raises(BenchError, match=rf"^{html} does not match its official checksum \(md5:90528d"):
+            tiny_imagenet.load_split_images(config("tiny-imagenet/tiny-imagenet-200.zip", 2))
     with pytest.raises(BenchError, match=rf"^{html}: not a readable zip archive .*download it again$"):
         tiny_imagenet.load_split_images(config("tiny-imagenet/tiny-imagenet-200.zip", 2))
 

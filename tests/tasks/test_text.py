@@ -123,11 +123,11 @@ def test_the_embedding_cache_is_reused_without_loading_the_model(tmp_path, monke
 
 def test_a_class_too_small_for_shots_plus_queries_is_named_while_planning(tmp_path):
     suite = generated_dataset(tmp_path, sizes={"topic7": 5})
-    with pytest.raises(BenchError, match=r"class 'topic7' of split 'test' has 5 examples in .*data.jsonl, "
+    with pytest.raises(BenchError, match=r"class 'topic7' of split 'test' has 5 examples, "
                                          r"fewer than shots \+ queries = 6"):
         plan_run(str(suite), results_dir=tmp_path / "results")
-    assert not list((tmp_path / "results").rglob("*.json"))  # nothing recorded
-    with pytest.raises(BenchError, match="split 'train' has 3 classes, fewer than 4 ways; lower ways"):
+    assert not (tmp_path / "results").exists()  # nothing created
+    with pytest.raises(BenchError, match="split 'train' has 3 classes, fewer than 4 ways; lower them with --set suite.ways=N"):
         plan_run(str(generated_dataset(tmp_path)), results_dir=tmp_path / "results", overrides=["suite.ways=4"])
 
 
@@ -160,6 +160,32 @@ def test_a_jsonl_file_and_a_suite_file_are_enough_to_benchmark_a_new_dataset(tmp
     assert code == 0, err
     [floor] = [json.loads(p.read_text()) for p in results.rglob("centroid-*.json")]
     assert floor["suite"]["protocol"]["model"]["encoder"] == "minilm" and floor["metric"]["mean"] > 100 / 3
+    # Nothing is trained and nothing adapts: no meta-training throughput, no test steps (ProtoNet neither).
+    assert floor["timing"]["meta_train_tasks_per_s"] is None and floor["metric"]["inner_steps"] == 0
+    assert all(r["metric"]["inner_steps"] == 0 for r in records if r["algorithm"]["name"] == "protonet")
     # Every table of the suite is shown against the floor, the word-CNN's too (same episodes).
     code, out, err = cli("leaderboard", str(suite), "--results-dir", str(results), "--format", "markdown")
     assert code == 0 and out.count("vs_floor: difference from the floor") == 2
+
+
+def test_a_byte_that_is_not_utf8_is_named_with_its_file_and_line(tmp_path, capsys):
+    from bench.cli import main
+
+    suite = generated_dataset(tmp_path)
+    data = tmp_path / "data.jsonl"
+    lines = data.read_bytes().split(b"\n")
+    lines[6] = lines[6].replace(b"note", b"n\xffte")
+    data.write_bytes(b"\n".join(lines))
+    code = main(["-q", "run", str(suite), "--dry-run", "--results-dir", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"{data}:7: not UTF-8 text (byte 12 of the line); save the file as UTF-8" in err, err
+
+
+def test_a_missing_file_of_ones_own_says_where_relative_paths_are_read_from(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_DATA_DIR", str(tmp_path / "data"))
+    suite = generated_dataset(tmp_path)
+    suite.write_text(suite.read_text().replace(str(tmp_path / "data.jsonl"), "mine/x.jsonl"))
+    with pytest.raises(BenchError, match=r"text data not found: .*data/mine/x\.jsonl \(data\.files lists 'mine/x\.jsonl'; "
+                                         r"a relative path is read from BENCH_DATA_DIR"):
+        plan_run(str(suite), results_dir=tmp_path / "results", dry_run=True)

@@ -1,0 +1,81 @@
+"""Can the suite's data supply its episodes? Answered cheaply, before any work.
+
+``class_sizes`` counts the examples of each class of each split without decoding a pixel or
+building a cache: from the suite file where it fixes them (Tiny-ImageNet, mini-ImageNet), from an
+archive's listing (Omniglot), or by reading the text files (text suites). ``check_episode_shapes``
+turns a shortfall into the one-line error that ``validate``, ``run --dry-run`` and ``run`` give
+alike, and that the task sources raise too if the data changed in between.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections import Counter
+
+from bench.config import Suite
+from bench.datasets.base import ZIP_ERRORS
+from bench.errors import BenchError
+
+SPLITS = ("train", "val", "test")
+
+
+def class_sizes(suite: Suite) -> dict[str, dict[str, int]] | None:
+    """Examples of each class (by name), per split, for a classification suite (None for regression)."""
+    data = suite.data
+    if data.kind == "omniglot":
+        from bench.datasets.omniglot import MEMBER, required_files, split_classes
+
+        drawings: Counter[str] = Counter()
+        for path in required_files(data):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    names = archive.namelist()
+            except ZIP_ERRORS as exc:
+                raise BenchError(f"{path}: not a readable zip archive ({exc}); download it again") from None
+            for member in names:
+                if match := MEMBER.match(member):
+                    drawings[f"{match[1]}/{match[2]}"] += 1
+        splits = split_classes(data, sorted(drawings))
+        return {s: {name: drawings[name.rsplit("/", 1)[0]] for name in splits.get(s, [])} for s in SPLITS}
+    if data.kind == "tiny-imagenet":
+        return {s: dict.fromkeys(data.split.get(s, ()), data.images_per_class) for s in SPLITS}
+    if data.kind == "mini-imagenet":
+        from bench.datasets.mini_imagenet import RAVI_CLASSES
+
+        return {s: {f"{s} class {i + 1}": data.images_per_class for i in range(RAVI_CLASSES[s])} for s in SPLITS}
+    if data.kind == "text":
+        from bench.datasets.text import load_examples, split_members
+
+        examples = load_examples(data)
+        sizes = examples.class_sizes()
+        return {s: {c: sizes[c] for c in classes} for s, classes in split_members(data, examples).items()}
+    return None
+
+
+def shape_problem(suite: Suite, split: str, sizes: dict[str, int]) -> str | None:
+    """Why ``split`` cannot supply the suite's episodes (``sizes``: examples of each class), else None."""
+    shape = suite.episode_shape["train" if split == "train" else "eval"]
+    cannot = f"suite {suite.name!r} cannot make its episodes"
+    if len(sizes) < shape["ways"]:
+        return (f"{cannot}: split {split!r} has {len(sizes)} classes, fewer than {shape['ways']} ways; lower them with "
+                "--set suite.ways=N (suite.train_ways=N for training episodes), or give the split more classes")
+    needed = shape["shots"] + shape["queries"]
+    small = [name for name, size in sizes.items() if size < needed]
+    if small:
+        worst = min(small, key=sizes.__getitem__)
+        return (f"{cannot}: class {worst!r} of split {split!r} has {sizes[worst]} examples, fewer than shots + "
+                f"queries = {needed} ({len(small)} such class(es)); lower --set suite.shots=N or suite.queries=N "
+                "(suite.train_shots / suite.train_queries for training episodes)")
+    return None
+
+
+def check_episode_shapes(suite: Suite, sizes: dict[str, dict[str, int]] | None = None) -> None:
+    """Raise the ``BenchError`` that says which split cannot make the suite's episodes, if one cannot
+    (``sizes``: the suite's ``class_sizes``, when already counted)."""
+    if suite.task_type != "classification":
+        return
+    sizes = sizes if sizes is not None else class_sizes(suite)
+    for split in SPLITS:
+        problem = shape_problem(suite, split, (sizes or {}).get(split, {}))
+        if problem:
+            raise BenchError(problem)
