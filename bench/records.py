@@ -58,6 +58,11 @@ def write_atomic(path: Path, text: str | bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if exc.filename is None:  # a failed write names no file: name the one we were writing
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -327,6 +332,8 @@ def check_writable(results_dir: Path, what: str = "results directory", option: s
             existing = next(p for p in (target, *target.parents) if p.exists() or p == Path(p.anchor))
             if not existing.is_dir():
                 raise NotADirectoryError(20, "Not a directory", str(existing))
+            if os.statvfs(existing).f_flag & os.ST_RDONLY:
+                raise OSError(30, "Read-only file system", str(existing))
             if not os.access(existing, os.W_OK | os.X_OK):
                 raise PermissionError(13, "Permission denied", str(existing))
         except OSError as exc:

@@ -130,3 +130,19 @@ def test_every_continuation_stays_in_the_record_even_if_killed_again(tmp_path, m
     assert [r["at_iteration"] for r in stored["resumed"]] == [16]  # written when the continuation began
     [done] = execute(_plan("sine", "maml", SINE, cut, 2), progress=False, resume=True)
     assert done["status"] == "completed" and [r["at_iteration"] for r in done["resumed"]] == [16, 24]
+
+
+def test_a_non_finite_loss_before_a_checkpoint_is_still_reported_after_resuming(tmp_path, monkeypatch):
+    from bench.algorithms.cnp import CNP
+
+    original = CNP.meta_train_step
+    # Iteration 4 (index 3) has a non-finite loss; the next look at the losses is at iteration 10, after
+    # the checkpoint of iteration 6 and the interruption at 7.
+    monkeypatch.setattr(CNP, "meta_train_step", lambda self, batch, i: original(self, batch, i) * (
+        float("nan") if i == 3 else 1.0))
+    with monkeypatch.context() as patch:
+        _interrupt_at(patch, 7)
+        with pytest.raises(KeyboardInterrupt):
+            execute(_plan("sine", "cnp", SINE, tmp_path, 2), progress=False)
+    [resumed] = execute(_plan("sine", "cnp", SINE, tmp_path, 2), progress=False, resume=True)
+    assert resumed["status"] == "diverged" and resumed["diverged"]["iteration"] == 4

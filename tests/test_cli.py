@@ -68,6 +68,8 @@ def test_run_then_leaderboard_in_every_format(cli, tmp_path):
         (["run", "sine", "--set", "suite.seeds=[0,0]"], "--set suite.seeds: give each training seed once (0 repeated)"),
         (["run", "sine", "--seeds", "99999999999999999999"], "training seed 99999999999999999999 is not a whole number"),
         (["run", "s" * 300], "cannot look it up (File name too long)"),
+        (["run", "banking77-5w1s", "--encoder", "wordcnn", "--algorithms", "centroid,protonet"],
+         "algorithm 'centroid' does not apply to suite 'banking77-5w1s'"),
     ],
 )
 def test_bad_input_is_one_line_exit_2_and_changes_nothing(cli, tmp_path, args, message):

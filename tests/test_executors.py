@@ -27,7 +27,7 @@ GRID = ["sine", "--tier", "smoke", "--algorithms", "maml,cnp,reptile", "--seeds"
         "--set", "suite.meta_iterations=150", "--set", "suite.val_every=50", "--task-chunk", "5", "--checkpoint-every", "10"]
 N_JOBS = 6
 # Kill points per test run: a few in CI; `BENCH_KILL_POINTS=40 pytest tests/test_executors.py -k kill` for the measurement.
-KILL_POINTS = int(os.environ.get("BENCH_KILL_POINTS", "6"))
+KILL_POINTS = int(os.environ.get("BENCH_KILL_POINTS", "4"))
 
 
 def bench(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:

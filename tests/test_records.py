@@ -100,3 +100,16 @@ def test_a_record_that_can_be_written_nowhere_is_printed_whole(tmp_path, monkeyp
         records.write_finished_record(tmp_path / "r.json", record, [tmp_path / "a", tmp_path / "b"])
     message, json_line = str(caught.value).split("\n")
     assert "nor anywhere else" in message and json.loads(json_line) == record
+
+
+def test_a_read_only_file_system_is_named_before_any_work(tmp_path, monkeypatch):
+    real = os.statvfs
+
+    class ReadOnly:
+        def __init__(self, path):
+            self.f_flag = real(path).f_flag | os.ST_RDONLY
+
+    monkeypatch.setattr(os, "statvfs", ReadOnly)  # as a read-only mount reports itself (root ignores mode bits)
+    with pytest.raises(BenchError, match=rf"results directory {tmp_path} is not writable \(Read-only file system\)"):
+        records.check_writable(tmp_path, subdirs=("sine/smoke",), create=False)
+    assert not (tmp_path / "sine").exists()
