@@ -152,3 +152,45 @@ def test_a_cache_whose_pixels_were_changed_is_detected_and_rebuilt(tmp_path, mon
     again = omniglot.load_characters(config)
     assert "does not match the SHA-256 written when it was built" in caplog.text
     assert torch.equal(again.images, good.images) and again.key == good.key
+
+
+def test_any_flipped_byte_in_an_archive_is_a_clear_error_or_harmless(tmp_path_factory):
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    root = tmp_path_factory.mktemp("flips")
+    archive = root / "omniglot" / "images_background.zip"
+    archive.parent.mkdir()
+    with zipfile.ZipFile(SPLITS.parent.parent / "images_background.zip") as source, \
+            zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as copy:
+        for member in [m for m in source.namelist() if m.startswith("images_background/Latin/character01/0")]:
+            copy.writestr(member, source.read(member))
+    original = archive.read_bytes()
+    config = load_suite("omniglot-5w1s").data.model_copy(update={"archives": ("omniglot/images_background.zip",)})
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("BENCH_DATA_DIR", str(root))
+        env.setenv("BENCH_CACHE_DIR", str(root / "cache"))
+        env.setenv("BENCH_UNVERIFIED_DATA", "1")  # to the decoder itself: the checksum check would stop most flips
+        clean = omniglot.load_characters(config).images
+        outcomes = {"error": 0, "same": 0}
+
+        @settings(max_examples=60, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+        @given(position=st.integers(0, len(original) - 1), mask=st.integers(1, 255))
+        def flip(position, mask):
+            data = bytearray(original)
+            data[position] ^= mask
+            archive.write_bytes(bytes(data))
+            for cached in (root / "cache").glob("*"):
+                cached.unlink()
+            try:
+                images = omniglot.load_characters(config).images
+            except BenchError as exc:
+                assert "\n" not in str(exc)
+                outcomes["error"] += 1
+            else:  # a byte nothing reads (a timestamp, a comment), or the same pixels decoded
+                assert torch.equal(images, clean)
+                outcomes["same"] += 1
+
+        flip()
+    assert outcomes["error"] > 0
