@@ -8,7 +8,6 @@ interrupted or corrupted download (an HTML error page, a truncated file) never l
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import logging
 import os
@@ -19,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from bench.datasets.base import data_dir
+from bench.datasets.base import data_dir, file_digest
 from bench.errors import BenchError, did_you_mean
 
 log = logging.getLogger(__name__)
@@ -44,11 +43,7 @@ def downloads(dataset: str) -> dict[str, tuple[str, str]]:
 
 def checksum_matches(path: Path, expected: str) -> bool:
     algorithm, _, digest = expected.partition(":")
-    hasher = hashlib.new(algorithm)
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest() == digest
+    return file_digest(path, algorithm) == digest
 
 
 def download(dataset: str, target_dir: Path | None = None, force: bool = False) -> list[Path]:

@@ -58,13 +58,10 @@ def write_atomic(path: Path, text: str | bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except OSError as exc:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
-        if exc.filename is None:  # a failed write names no file: name the one we were writing
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write names no file: name ours
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
-        raise
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
         raise
 
 
@@ -81,11 +78,10 @@ def write_finished_record(path: Path, record: dict[str, Any], fallbacks: list[Pa
         return
     except OSError as exc:
         failure = exc
-    text = json.dumps(record, indent=1, allow_nan=False) + "\n"
     for directory in fallbacks:
         kept = directory / f"unsaved-{path.name}"
         try:
-            write_atomic(kept, text)
+            write_record(kept, record)
         except OSError:
             continue
         raise RecordNotWritten(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -66,21 +67,22 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
             + cost.render([latest[key] for key in sorted(latest, key=lambda k: (k[0], k[1], k[2] or ""))]))
         return f"{match.group(1)}{body}\n{match.group(3)}"
 
-    def executors_table(match: re.Match) -> str:
-        found = [(path, json.loads(path.read_text())) for path in sorted((results_dir / "perf").glob("executors-*.json"))]
-        body = "(no `bench perf-executors` record yet)" if not found else "\n\n".join(
-            f"From `{path.relative_to(results_dir.parent)}` (commit {(record['git'].get('commit') or '?')[:7]}"
-            f"{' with uncommitted changes' if record['git'].get('dirty') else ''}, "
-            f"Ray {record['ray_version']}):\n\n{perf_executors.render(record)}" for path, record in found)
-        return f"{match.group(1)}{body}\n{match.group(3)}"
+    def perf_records(pattern: str, command: str, render_record, extra=lambda record: "") -> Callable[[re.Match], str]:
+        """A block of every ``results/perf/PATTERN`` record, each rendered under where it came from."""
 
-    def chunks_table(match: re.Match) -> str:
-        found = [(path, json.loads(path.read_text())) for path in sorted((results_dir / "perf").glob("chunks-*.json"))]
-        body = "(no `bench perf-chunks` record yet)" if not found else "\n\n".join(
-            f"From `{path.relative_to(results_dir.parent)}` (commit {(record['git'].get('commit') or '?')[:7]}"
-            f"{' with uncommitted changes' if record['git'].get('dirty') else ''}):\n\n{perf_chunks.render(record)}"
-            for path, record in found)
-        return f"{match.group(1)}{body}\n{match.group(3)}"
+        def table(match: re.Match) -> str:
+            found = [(path, json.loads(path.read_text())) for path in sorted((results_dir / "perf").glob(pattern))]
+            body = f"(no `bench {command}` record yet)" if not found else "\n\n".join(
+                f"From `{path.relative_to(results_dir.parent)}` (commit {(record['git'].get('commit') or '?')[:7]}"
+                f"{' with uncommitted changes' if record['git'].get('dirty') else ''}{extra(record)}):\n\n{render_record(record)}"
+                for path, record in found)
+            return f"{match.group(1)}{body}\n{match.group(3)}"
+
+        return table
+
+    executors_table = perf_records("executors-*.json", "perf-executors", perf_executors.render,
+                                   lambda record: f", Ray {record['ray_version']}")
+    chunks_table = perf_records("chunks-*.json", "perf-chunks", perf_chunks.render)
 
     def reproduce_table(match: re.Match) -> str:
         found = [(path, json.loads(path.read_text())) for path in sorted((results_dir / "reproduce").glob("*.json"))]

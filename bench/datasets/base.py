@@ -57,12 +57,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("BENCH_CACHE_DIR") or Path.home() / ".cache" / "bench" / "cache")
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+def file_digest(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file's bytes (``algorithm``: a hashlib name, e.g. "md5")."""
+    digest = hashlib.new(algorithm)
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    return file_digest(path, "sha256")
 
 
 def require_files(paths: list[Path], dataset: str, how_to_get: str) -> None:
@@ -123,5 +128,5 @@ def cached(name: str, key: str, build) -> ClassImages:
 
 __all__ = [
     "ClassImages", "cache_dir", "cache_key", "cached", "cached_file", "cached_tensor",
-    "data_dir", "file_sha256", "require_files", "write_atomic",
+    "data_dir", "file_digest", "file_sha256", "require_files", "write_atomic",
 ]

@@ -20,7 +20,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from bench.datasets.base import ZIP_ERRORS, cache_dir
+from bench.datasets.base import ZIP_ERRORS, cache_dir, file_digest
 from bench.errors import BenchError
 from bench.records import write_atomic
 
@@ -36,14 +36,6 @@ def checks_skipped() -> bool:
 def describe() -> str:
     """What a record says about the data files it read."""
     return f"not checked ({SKIP_VARIABLE}=1)" if checks_skipped() else "official checksums"
-
-
-def file_digest(path: Path, algorithm: str) -> str:
-    hasher = hashlib.new(algorithm)
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(block)
-    return hasher.hexdigest()
 
 
 def member_digest(path: Path) -> str:
