@@ -99,6 +99,7 @@ class Entry:
     peak_mem_mb: float | None
     machine_class: dict[str, Any] | None
     records: list[str] = field(default_factory=list)
+    test_contents_sha256: str | None = None  # baselines written before contents were hashed have none
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -146,12 +147,14 @@ def entries_from_run(done: list[dict[str, Any]]) -> dict[str, Entry]:
 
 def _entry(runs: list[dict[str, Any]]) -> Entry:
     first = runs[0]
-    hashes = {r["seeds"]["test_episodes"].get("sha256") for r in runs}
     values = [r["metric"].get("per_task") for r in runs]
-    if any(v is None for v in values) or len({len(v) for v in values}) != 1:
+    differ = records.test_episodes_differ(runs)
+    if differ is None and (any(v is None for v in values) or len({len(v) for v in values}) != 1):
+        differ = "they do not all hold per-episode values of the same number of episodes"
+    if differ is not None:
         paths = ", ".join(str(r.get("_path", f"seed {r['seeds']['training_seed']}")) for r in runs)
-        raise BenchError(f"{first['algorithm']['name']}: its records ({paths}) do not all hold per-episode values of "
-                         "the same episodes; a paired comparison needs them: rerun the algorithm or move the odd record away")
+        raise BenchError(f"{first['algorithm']['name']}: its records ({paths}) cannot be paired: {differ}; "
+                         "a paired comparison needs them: rerun the algorithm or move the odd record away")
     per_task = np.mean(np.array(values, dtype=np.float64), axis=0)
     classes = [machine_class(r["environment"]) for r in runs]
     chunks = {(r.get("execution") or {}).get("task_chunk") for r in runs}
@@ -160,7 +163,9 @@ def _entry(runs: list[dict[str, Any]]) -> Entry:
         lower_is_better=first["metric"]["lower_is_better"], per_task=per_task.tolist(),
         mean=float(np.mean([r["metric"]["mean"] for r in runs])), ci95=float(np.mean([r["metric"]["ci95"] for r in runs])),
         seeds=[r["seeds"]["training_seed"] for r in runs], suite_version=first["suite"]["version"],
-        protocol_hash=first["suite"]["protocol_hash"], test_sha256=hashes.pop() if len(hashes) == 1 else None,
+        protocol_hash=first["suite"]["protocol_hash"], test_sha256=first["seeds"]["test_episodes"]["sha256"],
+        test_contents_sha256=next((r["seeds"]["test_episodes"].get("contents_sha256") for r in runs
+                                   if r["seeds"]["test_episodes"].get("contents_sha256")), None),
         hyperparameters=first["algorithm"]["hyperparameters"],
         task_chunk=chunks.pop() if len(chunks) == 1 else None,
         meta_train_tasks_per_s=_mean([r["timing"].get("meta_train_tasks_per_s_median", r["timing"]["meta_train_tasks_per_s"])
@@ -303,6 +308,12 @@ def compare(baseline: Baseline, new: dict[str, Entry], thresholds: Thresholds, f
         if base.test_sha256 is None or base.test_sha256 != entry.test_sha256 or len(base.per_task) != len(entry.per_task):
             raise BenchError(f"{algorithm}: the new records were tested on other episodes than the baseline "
                              f"({entry.test_sha256} vs {base.test_sha256}); a paired comparison is impossible")
+        if None not in (base.test_contents_sha256, entry.test_contents_sha256) and \
+                base.test_contents_sha256 != entry.test_contents_sha256:
+            raise BenchError(f"{algorithm}: the new records drew the baseline's test episodes but read other contents "
+                             f"({entry.test_contents_sha256[:12]} vs {base.test_contents_sha256[:12]}): the data, its "
+                             "decoding or its preprocessing differ from the baseline's; run on the same data copy "
+                             "(`python -m bench cache clear` rebuilds the caches) or write a new baseline")
         same_machine = base.machine_class is not None and base.machine_class == (here or entry.machine_class)
         row["metric"] = compare_metric(base, entry, thresholds)
         row["throughput"] = [

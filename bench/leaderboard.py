@@ -90,11 +90,10 @@ def _published_text(entry: PublishedResult | None) -> str:
 
 def per_episode_means(table: entries.Table) -> dict[str, np.ndarray] | None:
     """Each entry's per-episode metric averaged over its seeds, when every record of the table was
-    tested on the same episode list (same hash); otherwise None (no paired test possible)."""
+    tested on the same episodes (``records.test_episodes_differ``); otherwise None (no paired test possible)."""
     found = table.records
-    hashes = {r["seeds"]["test_episodes"].get("sha256") for r in found}
     values = [r["metric"].get("per_task") for r in found]
-    if len(hashes) != 1 or None in hashes or any(v is None for v in values):
+    if records.test_episodes_differ(found) is not None or any(v is None for v in values):
         return None
     if len({len(v) for v in values}) != 1:  # records that disagree about the episodes: no pairing
         return None

@@ -38,6 +38,22 @@ def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + uuid.uuid4().hex[:8]
 
 
+def test_episodes_differ(runs: list[dict[str, Any]]) -> str | None:
+    """Why ``runs`` were not all tested on the same episodes, or None when they were: one hash of
+    what determines the episodes, and no two different hashes of what was read (records written
+    before contents were hashed have none, and pair on the first hash alone)."""
+    drawn = {r["seeds"]["test_episodes"].get("sha256") for r in runs}
+    if None in drawn:
+        return "a record holds no hash of its test episodes"
+    if len(drawn) > 1:
+        return "they drew different test episodes"
+    read = {r["seeds"]["test_episodes"].get("contents_sha256") for r in runs} - {None}
+    if len(read) > 1:
+        return ("they drew the same test episodes but read different contents (another copy, decoder or "
+                "preprocessing of the data)")
+    return None
+
+
 def record_path(results_dir: Path, suite: str, tier: str, algorithm: str, seed: int, run_id: str) -> Path:
     return results_dir / suite / tier / f"{algorithm}-seed{seed}-{run_id}.json"
 
@@ -153,6 +169,7 @@ class _Algorithm(_Part):
 
 class _Episodes(_Part):
     sha256: str | None = None
+    contents_sha256: str | None = None
 
 
 class _Seeds(_Part):

@@ -116,7 +116,7 @@ SETUP = {  # what the contract says bit-identity depends on, and where each reco
 def compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """Per-episode identity of two completed records of one run, and how their setups differ."""
     a, b = old["metric"]["per_task"], new["metric"]["per_task"]
-    same_episodes = old["seeds"]["test_episodes"].get("sha256") == new["seeds"]["test_episodes"].get("sha256")
+    same_episodes = records.test_episodes_differ([old, new]) is None
     if a is None or b is None or len(a) != len(b):
         differences = None
     else:

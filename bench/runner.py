@@ -219,6 +219,7 @@ class Episodes:
         self.device = device
         self.source = make_task_source(suite, device)
         self._fixed: dict[str, tuple[TaskBatch, str]] = {}
+        self._contents: dict[str, str] = {}
 
     def fixed(self, split: str, n_tasks: int) -> tuple[TaskBatch, str]:
         """The first ``n_tasks`` episodes of ``split`` under the suite's episode seed, and their hash."""
@@ -228,22 +229,37 @@ class Episodes:
             self._fixed[key] = (batch.to(self.device), episode_hash(batch))
         return self._fixed[key]
 
-    def evaluate(self, algorithm: Algorithm, split: str, n_tasks: int, steps: int) -> tuple[torch.Tensor, str]:
-        """Per-task metric on the fixed episodes of ``split``, and the episodes' hash.
-
-        Sources with an ``eval_chunk`` are materialised that many episodes at a time (image test
-        sets do not fit in memory as floats); the others once, and kept.
-        """
+    def _chunks(self, split: str, n_tasks: int):
+        """The fixed episodes of ``split``: kept whole, or materialised ``eval_chunk`` at a time
+        (image test sets do not fit in memory as floats)."""
         chunk = self.source.eval_chunk
         if chunk is None:
+            yield self.fixed(split, n_tasks)[0]
+            return
+        for start in range(0, n_tasks, chunk):
+            yield self.source.batch(split, self.suite.episode_seed, range(start, min(start + chunk, n_tasks)))
+
+    def evaluate(self, algorithm: Algorithm, split: str, n_tasks: int, steps: int) -> tuple[torch.Tensor, str]:
+        """Per-task metric on the fixed episodes of ``split``, and the hash of what determines them."""
+        if self.source.eval_chunk is None:
             batch, digest = self.fixed(split, n_tasks)
             return algorithm.evaluate(batch, steps), digest
         hasher, values = hashlib.sha256(), []
-        for start in range(0, n_tasks, chunk):
-            batch = self.source.batch(split, self.suite.episode_seed, range(start, min(start + chunk, n_tasks)))
+        for batch in self._chunks(split, n_tasks):
             batch.update_hash(hasher)
             values.append(algorithm.evaluate(batch, steps))
         return torch.cat(values), hasher.hexdigest()
+
+    def contents_digest(self, split: str, n_tasks: int) -> str:
+        """SHA-256 of the fixed episodes' tensors as the algorithms receive them; computed once per
+        set and outside every timer (on a GPU it copies the episodes to the host)."""
+        key = f"{split}/{n_tasks}"
+        if key not in self._contents:
+            hasher = hashlib.sha256()
+            for batch in self._chunks(split, n_tasks):
+                batch.update_contents_hash(hasher)
+            self._contents[key] = hasher.hexdigest()
+        return self._contents[key]
 
     def train(self, seed: int, iteration: int) -> TaskBatch:
         size = self.suite.meta_batch_size
@@ -297,8 +313,10 @@ def _base_record(plan: RunPlan, run: PlannedRun, run_id: str) -> dict[str, Any]:
             "training_seed": run.seed,
             "init": ["suite", suite.name, "init", run.seed],
             "train_episodes": {"split": "train", "seed": run.seed, "first_index": 0},
-            "val_episodes": {"split": "val", "seed": suite.episode_seed, "count": suite.val_tasks, "sha256": None},
-            "test_episodes": {"split": "test", "seed": suite.episode_seed, "count": suite.test_tasks, "sha256": None},
+            "val_episodes": {"split": "val", "seed": suite.episode_seed, "count": suite.val_tasks, "sha256": None,
+                             "contents_sha256": None},
+            "test_episodes": {"split": "test", "seed": suite.episode_seed, "count": suite.test_tasks, "sha256": None,
+                              "contents_sha256": None},
         },
         "environment": environment(plan.device),
         "started_at": records.utc_now(),
@@ -466,6 +484,11 @@ def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: 
                 algorithm, "test", suite.test_tasks, eval_steps)
         test_timer.stop()
         test_seconds = test_timer.seconds()
+        # The episode hashes above cover what determines the episodes (data key and drawn indices);
+        # these cover the bytes the algorithm read, so a differently decoded or damaged copy of the
+        # data shows as other contents of the same episodes.
+        for split, n_tasks in (("val", suite.val_tasks), ("test", suite.test_tasks)):
+            record["seeds"][f"{split}_episodes"]["contents_sha256"] = episodes.contents_digest(split, n_tasks)
         values = per_task.double().cpu().tolist()
         bad = [v for v in values if not math.isfinite(v)]
         if bad:

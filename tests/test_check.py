@@ -195,3 +195,24 @@ def test_records_of_other_training_seeds_than_the_baseline_s_are_said_to_be(cli,
     code, out, err = cli("check", "sine", "--tier", "smoke", "--baseline", str(tmp_path / "old"),
                          "--records", str(tmp_path / "new"))
     assert code in (0, 1) and "training seeds differ: baseline 0, new 1" in out, out + err
+
+
+def test_the_same_episodes_read_from_other_data_are_not_compared(cli, tmp_path):
+    """Same drawn episodes (hash of the data key and indices), other bytes read: refused, named as such."""
+    assert cli("run", "sine", "--tier", "smoke", "--algorithms", "cnp", "--results-dir", str(tmp_path / "old"),
+               *sets(FAST))[0] == 0
+    [path] = (tmp_path / "old").rglob("cnp-*.json")
+    record = json.loads(path.read_text())
+    assert record["seeds"]["test_episodes"]["contents_sha256"] and record["seeds"]["val_episodes"]["contents_sha256"]
+    record["seeds"]["test_episodes"]["contents_sha256"] = "0" * 64
+    new = tmp_path / "new" / path.relative_to(tmp_path / "old")
+    new.parent.mkdir(parents=True)
+    new.write_text(json.dumps(record))
+    code, out, err = cli("check", "sine", "--tier", "smoke", "--baseline", str(tmp_path / "old"),
+                         "--records", str(tmp_path / "new"))
+    assert code == 2 and "drew the baseline's test episodes but read other contents" in err, out + err
+    record["seeds"]["test_episodes"]["contents_sha256"] = None  # a record from before contents were hashed pairs
+    new.write_text(json.dumps(record))
+    code, out, err = cli("check", "sine", "--tier", "smoke", "--baseline", str(tmp_path / "old"),
+                         "--records", str(tmp_path / "new"))
+    assert code == 0, out + err

@@ -679,7 +679,7 @@ def test_a_report_over_odd_records_is_written(capsys, tmp_path):
     code, out, err = bench(capsys, "report", "sine", "--results-dir", str(results), "--out", str(tmp_path / "report"))
     assert code == 0, err
     code, out, err = bench(capsys, "check", "sine", "--baseline", str(BASELINE), "--records", str(results))
-    assert code == 2 and "do not all hold per-episode values of the same episodes" in err and len(err.splitlines()) == 1
+    assert code == 2 and "cannot be paired: they do not all hold per-episode values" in err and len(err.splitlines()) == 1
 
 
 # --- the fixes, one by one -----------------------------------------------------------------------

@@ -113,3 +113,13 @@ def test_a_read_only_file_system_is_named_before_any_work(tmp_path, monkeypatch)
     with pytest.raises(BenchError, match=rf"results directory {tmp_path} is not writable \(Read-only file system\)"):
         records.check_writable(tmp_path, subdirs=("sine/smoke",), create=False)
     assert not (tmp_path / "sine").exists()
+
+
+def test_records_pair_on_their_drawn_episodes_unless_what_they_read_differs():
+    def run(drawn, read=None):
+        return {"seeds": {"test_episodes": {"sha256": drawn, "contents_sha256": read}}}
+
+    assert records.test_episodes_differ([run("a", "x"), run("a", "x"), run("a")]) is None
+    assert "different test episodes" in records.test_episodes_differ([run("a", "x"), run("b", "x")])
+    assert "no hash" in records.test_episodes_differ([run(None), run("a")])
+    assert "read different contents" in records.test_episodes_differ([run("a", "x"), run("a", "y")])

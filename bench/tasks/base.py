@@ -57,6 +57,17 @@ class TaskBatch:
             digest.update(str(tuple(tensor.shape)).encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
 
+    def update_contents_hash(self, digest) -> None:
+        """Feed the tensors exactly as the algorithms receive them into ``digest``, episode by episode,
+        so the hash covers the bytes read (pixels after decoding, normalisation, token ids) and does
+        not depend on how many episodes were materialised at once."""
+        tensors = [tensor.detach().cpu().contiguous() for tensor in self.tensors()]
+        layout = "".join(f"{t.dtype}{tuple(t.shape[1:])}" for t in tensors).encode()
+        for i in range(len(self)):
+            digest.update(layout)
+            for tensor in tensors:
+                digest.update(tensor[i].numpy().tobytes())
+
 
 def draw_episodes(
     suite_name: str, split: str, seed: int, indices: range, class_sizes: torch.Tensor, width: int, ways: int, k: int

@@ -56,3 +56,19 @@ def test_no_global_rng_state_is_used_or_changed():
     torch.manual_seed(456)
     b = source().batch("train", 0, range(3))
     assert all(torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
+
+
+def test_the_contents_hash_covers_every_episode_whatever_the_chunks():
+    from hashlib import sha256
+
+    batch = source().batch("test", 0, range(10))
+    whole, pieces = sha256(), sha256()
+    batch.update_contents_hash(whole)
+    for start in (0, 3, 4):
+        batch.slice(start, {0: 3, 3: 4, 4: 10}[start]).update_contents_hash(pieces)
+    assert whole.hexdigest() == pieces.hexdigest()
+    changed = batch.slice(0, 10)
+    changed.query_y[9, 0] += 1e-6
+    other = sha256()
+    changed.update_contents_hash(other)
+    assert other.hexdigest() != whole.hexdigest()
