@@ -28,6 +28,7 @@ import numpy as np
 
 from bench import entries, records
 from bench.errors import BenchError
+from bench.execution import recorded_eval_chunk
 from bench.stats import paired_p_value
 
 BASELINE_FORMAT = 1
@@ -100,6 +101,7 @@ class Entry:
     machine_class: dict[str, Any] | None
     records: list[str] = field(default_factory=list)
     test_contents_sha256: str | None = None  # baselines written before contents were hashed have none
+    eval_chunk: int | None = None  # baselines written before it was chosen apart: their task_chunk
 
 
 def _mean(values: list[float | None]) -> float | None:
@@ -158,6 +160,7 @@ def _entry(runs: list[dict[str, Any]]) -> Entry:
     per_task = np.mean(np.array(values, dtype=np.float64), axis=0)
     classes = [machine_class(r["environment"]) for r in runs]
     chunks = {(r.get("execution") or {}).get("task_chunk") for r in runs}
+    eval_chunks = {recorded_eval_chunk(r.get("execution") or {}) for r in runs}
     return Entry(
         algorithm=first["algorithm"]["name"], metric=first["metric"]["name"],
         lower_is_better=first["metric"]["lower_is_better"], per_task=per_task.tolist(),
@@ -168,6 +171,7 @@ def _entry(runs: list[dict[str, Any]]) -> Entry:
                                    if r["seeds"]["test_episodes"].get("contents_sha256")), None),
         hyperparameters=first["algorithm"]["hyperparameters"],
         task_chunk=chunks.pop() if len(chunks) == 1 else None,
+        eval_chunk=eval_chunks.pop() if len(eval_chunks) == 1 else None,
         meta_train_tasks_per_s=_mean([r["timing"].get("meta_train_tasks_per_s_median", r["timing"]["meta_train_tasks_per_s"])
                                       for r in runs]),
         test_tasks_per_s=_mean([r["timing"]["test_tasks_per_s"] for r in runs]),
@@ -435,6 +439,8 @@ def run_check(suite_name: str, baseline_path: Path, tier: str | None = None, alg
                          f"(it has {', '.join(sorted(baseline.entries))})")
     seeds = sorted({seed for a in wanted for seed in baseline.entries[a].seeds})
     chunks = {a: baseline.entries[a].task_chunk for a in wanted if baseline.entries[a].task_chunk is not None}
+    # A baseline entry without its own evaluation chunk evaluated with its task chunk.
+    eval_chunks = {a: e.eval_chunk or e.task_chunk for a in wanted if (e := baseline.entries[a]).eval_chunk or e.task_chunk}
     parsed = Overrides.parse(overrides)
     protocol_hash = load_suite(suite_name, tier=tier, overrides=parsed.suite, override_texts=parsed.texts).protocol_hash()
     if protocol_hash != baseline.protocol_hash:
@@ -443,7 +449,8 @@ def run_check(suite_name: str, baseline_path: Path, tier: str | None = None, alg
                          f"purpose write a new baseline with `python -m bench baseline {name} --tier {tier} --replace`")
     results_dir = results_dir if results_dir is not None else new_results_dir()
     plan = plan_run(suite_name, wanted, seeds, tier, results_dir, device, list(overrides),
-                    ExecutionOptions(task_chunks=chunks, threads=threads, checkpoint_every=checkpoint_every))
+                    ExecutionOptions(task_chunks=chunks, eval_chunks=eval_chunks, threads=threads,
+                                     checkpoint_every=checkpoint_every))
     done = execute(plan, progress=progress, executor=executor)  # checks the executor before any run
     failed = {r["algorithm"]["name"]: f"{r['status']}: {r.get('error', {}).get('message', '')}" for r in done
               if r["status"] != "completed"}

@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--task-chunk", type=_positive_int, metavar="N",
                        help="gradient-based methods: adapt N tasks of a meta-batch together (1 = per-task loop); "
                             "default: the fastest size, measured once per device and configuration and cached")
+    speed.add_argument("--eval-chunk", type=_positive_int, metavar="N",
+                       help="gradient-based methods: adapt N test episodes together (1 = per-episode loop); "
+                            "default: the fastest size, measured and cached as for --task-chunk")
     speed.add_argument("--checkpoint-inner-steps", action="store_true",
                        help="second-order methods: recompute each inner step in the backward pass instead of keeping "
                             "its graph (memory no longer grows with the steps; about one more forward pass of time)")
@@ -311,7 +314,8 @@ def _run(args: argparse.Namespace) -> int:
     from bench.runner import execute, plan_run
 
     overrides = [*args.overrides, *([f"suite.model.encoder={args.encoder}"] if args.encoder else [])]
-    execution = ExecutionOptions(task_chunk=args.task_chunk, checkpoint_inner_steps=args.checkpoint_inner_steps,
+    execution = ExecutionOptions(task_chunk=args.task_chunk, eval_chunk=args.eval_chunk,
+                                 checkpoint_inner_steps=args.checkpoint_inner_steps,
                                  autocast=args.autocast, compile=args.compile, threads=args.threads,
                                  checkpoint_every=args.checkpoint_every)
     executor = _executor(args)

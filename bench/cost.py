@@ -25,11 +25,13 @@ from bench.timing import SegmentTimer
 
 
 def time_algorithm(plan, run, train_steps: int, eval_episodes: int) -> dict[str, float]:
-    from bench.runner import build_algorithm, configure_execution
+    from bench.runner import build_algorithm, configure_execution, evaluation_episodes
 
     suite, device, episodes = plan.suite, plan.device, plan.episodes
     algorithm = build_algorithm(plan, run, episodes)
-    configure_execution(algorithm, plan.execution, episodes.train(run.seed, 0), device)
+    steps = algorithm.evaluation_steps(suite.test_inner_steps)
+    configure_execution(algorithm, plan.execution, episodes.train(run.seed, 0), device,
+                        evaluation=(episodes.evaluation_sample(), steps, evaluation_episodes(suite)))
     algorithm.train()
     seconds = []
     for iteration in range(train_steps + 1):  # the first is a warm-up
@@ -42,7 +44,6 @@ def time_algorithm(plan, run, train_steps: int, eval_episodes: int) -> dict[str,
         if iteration:
             seconds.append(timer.seconds())
     test, _ = episodes.fixed("test", min(eval_episodes, suite.test_tasks))
-    steps = algorithm.evaluation_steps(suite.test_inner_steps)
     with autocast(plan.execution, device):
         algorithm.evaluate(test.slice(0, 1), steps)  # warm-up
         timer = SegmentTimer(device)

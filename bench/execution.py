@@ -15,6 +15,10 @@ on the machine cannot lock in a slow path. The choice is cached under
 ``$BENCH_CACHE_DIR/task-chunk.json`` so that reruns on the same machine take the same path and give
 the same bits; a cached choice that now runs much slower than it was measured is measured again;
 ``bench cache clear task-chunk`` forgets every choice; ``--task-chunk N`` forces a size.
+
+Evaluation chunk: test-time adaptation (first order, no graph kept from one inner step to the
+next, 10 steps over hundreds of episodes) has its own fastest chunk, chosen the same way on
+evaluation-shaped episodes and recorded as ``eval_chunk``; ``--eval-chunk N`` forces it.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import math
 import os
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -49,6 +54,9 @@ ORDER_ALPHA = 0.01  # clear: a sign test over the shared rounds rules out chance
 PRUNE_FACTOR = 2.0  # a candidate whose fastest sample is this much slower than the best median is dropped
 VERIFY_ROUNDS = 3  # samples of a cached choice before it is trusted again
 STALE_FACTOR = 2.0  # a cached choice running this much slower than when measured is measured again
+# The evaluation chunk is measured only when that costs at most this share of the plan's test-time
+# adaptation (estimated at the task chunk's speed, every candidate as slow per episode).
+EVAL_MEASURE_SHARE = 0.25
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,10 @@ class ExecutionOptions:
     task_chunk: int | None = None  # None: chosen by measurement (cached per device and configuration)
     # Per algorithm, where ``task_chunk`` is unset: `bench check` repeats the baseline runs' chunks.
     task_chunks: dict[str, int] | None = None
+    # The same for test-time adaptation (first order, no graph kept across steps: its fastest
+    # chunk is usually not meta-training's).
+    eval_chunk: int | None = None
+    eval_chunks: dict[str, int] | None = None
     checkpoint_inner_steps: bool = False
     autocast: str | None = None  # "bf16", or None for the parameters' own precision
     compile: bool = False
@@ -64,11 +76,13 @@ class ExecutionOptions:
 
     def check(self, algorithms: list[Any], hparams: dict[str, Any], device: torch.device) -> None:
         """Refuse combinations that cannot run, before any work starts."""
-        if any(chunk < 1 for chunk in (self.task_chunks or {}).values()):
-            raise BenchError(f"task chunks {self.task_chunks}: expected positive numbers of tasks")
-        if self.task_chunk is not None and self.task_chunk < 1:
-            raise BenchError(f"--task-chunk {self.task_chunk}: expected a positive number of tasks "
-                             "(or leave it unset to measure the fastest)")
+        for name, chunks in (("task", self.task_chunks), ("evaluation", self.eval_chunks)):
+            if any(chunk < 1 for chunk in (chunks or {}).values()):
+                raise BenchError(f"{name} chunks {chunks}: expected positive numbers of tasks")
+        for flag, chunk in (("--task-chunk", self.task_chunk), ("--eval-chunk", self.eval_chunk)):
+            if chunk is not None and chunk < 1:
+                raise BenchError(f"{flag} {chunk}: expected a positive number of tasks "
+                                 "(or leave it unset to measure the fastest)")
         if self.threads is not None and self.threads < 1:
             raise BenchError(f"--threads {self.threads}: expected a positive number of threads")
         if self.checkpoint_every is not None and self.checkpoint_every < 0:
@@ -83,7 +97,13 @@ class ExecutionOptions:
 
     def as_record(self) -> dict[str, Any]:
         """The options every run of a plan shares (a per-algorithm chunk is recorded as the run's ``task_chunk``)."""
-        return {k: v for k, v in asdict(self).items() if k != "task_chunks"}
+        return {k: v for k, v in asdict(self).items() if k not in ("task_chunks", "eval_chunks")}
+
+
+def recorded_eval_chunk(execution: dict[str, Any]) -> int | None:
+    """The evaluation chunk a record's run used: its own entry, or (records from before it was
+    chosen apart) the meta-training chunk, which evaluation then shared."""
+    return execution["eval_chunk"] if "eval_chunk" in execution else execution.get("task_chunk")
 
 
 def compile_unsupported(algorithm: type, hparams: Any) -> str | None:
@@ -135,14 +155,27 @@ def time_meta_gradient(algorithm: Any, batch: TaskBatch, chunk: int, device: tor
     return timer.seconds()
 
 
+def time_evaluation(algorithm: Any, batch: TaskBatch, chunk: int, steps: int, device: torch.device,
+                    options: ExecutionOptions) -> float:
+    """Seconds of test-time adaptation (``steps`` inner steps) and scoring of ``batch``, ``chunk`` tasks at a time."""
+    algorithm.eval_chunk = chunk
+    timer = SegmentTimer(device)
+    timer.start()
+    with autocast(options, device):
+        algorithm.evaluate(batch, steps)
+    timer.stop()
+    return timer.seconds()
+
+
 def _out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, torch.cuda.OutOfMemoryError) or (
         isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc)))
 
 
 def measure_task_chunks(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions,
-                        rounds: int | None = None, prune: bool = True) -> dict[str, list[float]]:
-    """Seconds of one meta-gradient for each candidate chunk size, in interleaved rounds.
+                        rounds: int | None = None, prune: bool = True,
+                        time_one: Callable[[int], float] | None = None) -> dict[str, list[float]]:
+    """Seconds of one meta-gradient (or of ``time_one(chunk)``) for each candidate chunk size, in interleaved rounds.
 
     First round, smallest size first: every candidate is warmed up and timed once (a size that
     does not fit in memory ends the round: larger ones need more). Then, round after round, every
@@ -157,8 +190,9 @@ def measure_task_chunks(algorithm: Any, batch: TaskBatch, device: torch.device, 
     the rounds go on until the order is clear (measured with ``python -m bench perf-chunks``).
     ``rounds`` fixes the number of rounds instead. No decision rests on one sample, and the weights
     and their gradients are left as they were."""
-    def time_one(chunk: int) -> float:
-        return time_meta_gradient(algorithm, batch, chunk, device, options)
+    if time_one is None:
+        def time_one(chunk: int) -> float:
+            return time_meta_gradient(algorithm, batch, chunk, device, options)
 
     table: list[dict[int, float]] = [{}]  # one {chunk: seconds} per round
     for chunk in chunk_candidates(len(batch)):
@@ -216,7 +250,8 @@ def _cache_path():
     return cache_dir() / "task-chunk.json"
 
 
-def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions) -> str:
+def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions,
+                       extra: dict[str, Any] | None = None) -> str:
     from bench.environment import environment
 
     env = environment(device)
@@ -228,6 +263,7 @@ def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, o
         "model": suite.model.model_dump(mode="json"), "batch_norm": suite.batch_norm,
         "shapes": [list(t.shape) for t in batch.tensors()], "dtype": str(next(algorithm.parameters(), torch.empty(0)).dtype),
         "checkpoint_inner_steps": options.checkpoint_inner_steps, "autocast": options.autocast, "compile": options.compile,
+        **(extra or {}),  # nothing for meta-training's chunk: its keys stay those cached before
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
@@ -268,6 +304,19 @@ def _medians(samples: dict[str, list[float]]) -> dict[str, float]:
     return {chunk: statistics.median(values) for chunk, values in samples.items()}
 
 
+@dataclass(frozen=True)
+class _ChunkKind:
+    """What a chunk size is chosen for: meta-training's meta-gradient, or test-time adaptation."""
+
+    field: str  # the record's key: task_chunk | eval_chunk
+    attribute: str  # the algorithm's attribute it sets
+    what: str  # for messages
+    time_one: Callable[[int], float]
+    option: int | None  # the chunk asked for on the command line
+    per_algorithm: dict[str, int] | None  # the baseline's, under `bench check`
+    key: dict[str, Any]  # what else the measurement depends on
+
+
 def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions) -> dict[str, Any]:
     """Set ``algorithm.task_chunk`` (set, cached or measured) and return what the record says about it.
 
@@ -276,40 +325,88 @@ def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, op
     the machine or its load has changed since the measurement and every candidate is measured again."""
     if not (hasattr(algorithm, "chunks_tasks") and algorithm.chunks_tasks()):
         return {"task_chunk": None, "task_chunk_choice": "not chunked (all tasks of a meta-batch together)"}
-    if options.task_chunk is not None:
-        algorithm.task_chunk = min(options.task_chunk, len(batch))
-        return {"task_chunk": algorithm.task_chunk, "task_chunk_choice": "set"}
-    if algorithm.name in (options.task_chunks or {}):
-        algorithm.task_chunk = min(options.task_chunks[algorithm.name], len(batch))
-        return {"task_chunk": algorithm.task_chunk, "task_chunk_choice": "set to the baseline's"}
-    key = _configuration_key(algorithm, batch, device, options)
+    kind = _ChunkKind("task_chunk", "task_chunk", "task chunk",
+                      lambda chunk: time_meta_gradient(algorithm, batch, chunk, device, options),
+                      options.task_chunk, options.task_chunks, {})
+    return _choose(kind, algorithm, batch, device, options)
+
+
+def choose_eval_chunk(algorithm: Any, batch: TaskBatch, steps: int, device: torch.device,
+                      options: ExecutionOptions, planned_episodes: int | None = None) -> dict[str, Any]:
+    """Set ``algorithm.eval_chunk``, the tasks adapted together at test time, as ``choose_task_chunk``
+    does for meta-training (on ``batch``, evaluation-shaped episodes, at ``steps`` inner steps).
+
+    Each candidate is timed on its own number of episodes, one call, and scored per episode: an
+    evaluation is that call repeated, and the measurement then costs about two calls of the
+    largest size per round instead of one full batch per candidate.
+
+    A measurement must pay for itself: with ``planned_episodes`` (the episodes this algorithm's
+    runs of the plan will adapt), the task chunk is timed once on its own number of episodes, and
+    if measuring every candidate would take more than ``EVAL_MEASURE_SHARE`` of the plan's
+    test-time adaptation at that speed, evaluation keeps the task chunk (nothing is cached)."""
+    if not (hasattr(algorithm, "chunks_evaluation") and algorithm.chunks_evaluation()):
+        return {}
+    fallback = min(algorithm.task_chunk or len(batch), len(batch))
+    if (options.eval_chunk is None and algorithm.name not in (options.eval_chunks or {}) and planned_episodes is not None
+            and _configuration_key(algorithm, batch, device, options, _eval_key(steps)) not in read_chunk_cache()):
+        time_evaluation(algorithm, batch.slice(0, fallback), fallback, steps, device, options)  # warm-up
+        per_episode = time_evaluation(algorithm, batch.slice(0, fallback), fallback, steps, device, options) / fallback
+        measuring_s = (1 + MIN_ROUNDS) * sum(chunk_candidates(len(batch))) * per_episode
+        adapting_s = planned_episodes * per_episode
+        if measuring_s > EVAL_MEASURE_SHARE * adapting_s:
+            algorithm.eval_chunk = fallback
+            return {"eval_chunk": fallback, "eval_chunk_choice": (
+                f"the task chunk: measuring (about {measuring_s:.1f} s) would cost more than "
+                f"{EVAL_MEASURE_SHARE:.0%} of the plan's test-time adaptation ({planned_episodes} episodes, "
+                f"about {adapting_s:.1f} s)")}
+    kind = _ChunkKind("eval_chunk", "eval_chunk", "evaluation chunk",
+                      lambda chunk: time_evaluation(algorithm, batch.slice(0, chunk), chunk, steps, device, options) / chunk,
+                      options.eval_chunk, options.eval_chunks, _eval_key(steps))
+    return _choose(kind, algorithm, batch, device, options)
+
+
+def _eval_key(steps: int) -> dict[str, Any]:
+    return {"for": "evaluation", "evaluation_steps": steps}
+
+
+def _choose(kind: _ChunkKind, algorithm: Any, batch: TaskBatch, device: torch.device,
+            options: ExecutionOptions) -> dict[str, Any]:
+    field, choice = kind.field, f"{kind.field}_choice"
+
+    def use(chunk: int) -> int:
+        setattr(algorithm, kind.attribute, chunk)
+        return chunk
+
+    if kind.option is not None:
+        return {field: use(min(kind.option, len(batch))), choice: "set"}
+    if algorithm.name in (kind.per_algorithm or {}):
+        return {field: use(min(kind.per_algorithm[algorithm.name], len(batch))), choice: "set to the baseline's"}
+    key = _configuration_key(algorithm, batch, device, options, kind.key)
     path = _cache_path()
     cached = read_chunk_cache(path).get(key)
     why = "measured"
     if cached is not None and not _usable(cached, len(batch)):
-        log.warning("%s: ignoring the unusable task-chunk cache entry %s in %s; measuring", algorithm.name, key, path)
+        log.warning("%s: ignoring the unusable %s cache entry %s in %s; measuring", algorithm.name, kind.what, key, path)
     elif cached is not None:
         chunk = cached["task_chunk"]
-        time_meta_gradient(algorithm, batch, chunk, device, options)  # warm-up
+        kind.time_one(chunk)  # warm-up
         # The fastest of a few samples: one slow call (an allocation, a burst of other load) is no evidence.
-        now = min(time_meta_gradient(algorithm, batch, chunk, device, options) for _ in range(VERIFY_ROUNDS))
+        now = min(kind.time_one(chunk) for _ in range(VERIFY_ROUNDS))
         then = statistics.median(cached["seconds"][str(chunk)])
         if now <= STALE_FACTOR * then:
-            algorithm.task_chunk = chunk
-            return {"task_chunk": chunk, "task_chunk_choice": "cached measurement",
-                    "task_chunk_seconds": _medians(cached["seconds"]), "task_chunk_key": key,
-                    "task_chunk_check": {"seconds": now, "ratio_to_measured": now / then}}
+            return {field: use(chunk), choice: "cached measurement",
+                    f"{field}_seconds": _medians(cached["seconds"]), f"{field}_key": key,
+                    f"{field}_check": {"seconds": now, "ratio_to_measured": now / then}}
         why = f"measured again: the cached chunk {chunk} ran {now / then:.1f}x slower than when it was measured"
         log.warning("%s: %s", algorithm.name, why)
-    samples = measure_task_chunks(algorithm, batch, device, options)
-    best = fastest(samples)
-    algorithm.task_chunk = best
+    samples = measure_task_chunks(algorithm, batch, device, options, time_one=kind.time_one)
+    best = use(fastest(samples))
     medians = _medians(samples)
-    log.info("%s: task chunk %d chosen by measurement (median of up to %d interleaved samples: %s)", algorithm.name,
+    log.info("%s: %s %d chosen by measurement (median of up to %d interleaved samples: %s)", algorithm.name, kind.what,
              best, max(len(v) for v in samples.values()), ", ".join(f"{c}: {s * 1000:.1f} ms" for c, s in medians.items()))
     _store(path, key, {"task_chunk": best, "seconds": samples, "measured_at": utc_now(), "pid": os.getpid(),
-                       "algorithm": algorithm.name, "suite": algorithm.problem.suite.name})
-    return {"task_chunk": best, "task_chunk_choice": why, "task_chunk_seconds": medians, "task_chunk_key": key}
+                       "algorithm": algorithm.name, "suite": algorithm.problem.suite.name, "for": field})
+    return {field: best, choice: why, f"{field}_seconds": medians, f"{field}_key": key}
 
 
 def clear_chunk_cache() -> bool:

@@ -9,6 +9,9 @@ this process (medians over rounds; TRAPS.md: two runs of one benchmark here diff
 so only ratios measured together mean much). Peak memory is the extra resident memory of a fresh
 process during two meta-training steps (on CUDA: max allocated), so no implementation is charged
 for another's. Gradient agreement is measured in float64 on the first tasks of the same batch.
+Test-time adaptation (the protocol's inner steps on one evaluation call's worth of validation
+episodes, then the query scores) is compared the same way: learn2learn's clone/adapt loop, ours
+one episode at a time, at the measured evaluation chunk, and all episodes in one grouped call.
 """
 
 from __future__ import annotations
@@ -433,10 +436,76 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
                           "inputs": inputs, "quick": quick, "rounds": rounds},
         "matmul_gflops": round(peak, 1), "environment": environment(device), "rows": rows, **record_extra,
     }
+    record["test_time"] = test_time_rows(suite, episodes, batch, device, rounds, quick, progress)
     if memory and checkpoint_steps:
         progress(f"checkpointing: peak memory at {', '.join(map(str, checkpoint_steps))} inner steps")
         record["checkpoint_memory"] = checkpoint_memory(quick, device, checkpoint_steps)
     return record
+
+
+class _TestTime:
+    """One way of adapting MAML's meta-parameters to every evaluation episode (first order, the
+    protocol's inner steps) and scoring the queries; ``step`` runs it once, ``scores`` keeps the last."""
+
+    def __init__(self, label: str, device: torch.device, run: Callable[[], torch.Tensor]) -> None:
+        self.label, self.device, self.run = label, device, run
+        self.scores: torch.Tensor | None = None
+
+    def step(self) -> None:
+        self.scores = self.run()
+
+
+def l2l_test_time(learner, episodes, steps: int) -> torch.Tensor:
+    """Query accuracy (%) per episode, the way learn2learn's examples evaluate: clone, adapt, predict, one task at a time."""
+    scores = []
+    for task in range(len(episodes)):
+        adapted = learner.clone()
+        for _ in range(steps):
+            adapted.adapt(F.cross_entropy(adapted(episodes.support_x[task]), episodes.support_y[task]))
+        with torch.no_grad():
+            scores.append((adapted(episodes.query_x[task]).argmax(-1) == episodes.query_y[task]).float().mean() * 100)
+    return torch.stack(scores)
+
+
+def test_time_rows(suite, episodes, batch, device: torch.device, rounds: int, quick: bool,
+                   progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """Test-time adaptation side by side on the same evaluation episodes and weights: learn2learn's
+    per-task loop, ours one episode at a time (evaluation chunk 1), ours at the measured evaluation
+    chunk, and every episode in one grouped call."""
+    from bench.execution import choose_eval_chunk
+
+    sample = episodes.evaluation_sample() if episodes is not None else batch
+    steps = suite.test_inner_steps
+    if quick:  # for tests: a few episodes, two steps
+        sample, steps = sample.slice(0, min(8, len(sample))), min(2, steps)
+    reference = Implementation(Setting("fomaml", "l2l", quick=quick), device, batch)
+    ours = reference.ours  # the same initial weights as learn2learn's copy
+
+    def ours_at(chunk: int) -> Callable[[], torch.Tensor]:
+        def run() -> torch.Tensor:
+            ours.eval_chunk = chunk
+            return ours.evaluate(sample, steps)
+        return run
+
+    chosen = choose_eval_chunk(ours, sample, steps, device, ExecutionOptions())
+    ways = [_TestTime("learn2learn MAML (per task)", device, lambda: l2l_test_time(reference.learner, sample, steps)),
+            _TestTime("bench maml (evaluation chunk 1: per task)", device, ours_at(1)),
+            _TestTime(f"bench maml (evaluation chunk auto -> {chosen['eval_chunk']})", device, ours_at(chosen["eval_chunk"])),
+            _TestTime(f"bench maml (all {len(sample)} episodes in one grouped call)", device, ours_at(len(sample)))]
+    title = f"test-time adaptation, {steps} steps, {len(sample)} episodes"
+    progress(f"{title}: {len(ways)} implementation(s), {rounds} interleaved round(s)")
+    seconds = interleaved_seconds(ways, rounds)
+    rates = [len(sample) / statistics.median(times) for times in seconds]
+    rows = []
+    for way, rate, times in zip(ways, rates, seconds, strict=True):
+        rows.append({"comparison": title, "implementation": way.label, "episodes_per_s": round(rate, 2),
+                     "seconds_per_call": [round(t, 4) for t in times],
+                     "speedup_vs_l2l": round(rate / rates[0], 2), "speedup_vs_per_task": round(rate / rates[1], 2),
+                     # Scores of the same episodes from the same weights: equal but for rounding near a tie.
+                     "max_score_diff_vs_l2l": round(float((way.scores - ways[0].scores).abs().max()), 4),
+                     "eval_chunk_choice": chosen.get("eval_chunk_choice") if "auto" in way.label else None})
+        progress(f"  {way.label}: {rows[-1]['episodes_per_s']} episodes/s, {rows[-1]['speedup_vs_per_task']}x per task")
+    return rows
 
 
 def protonet_test_rate(implementation: Implementation, episodes, batch, device: torch.device) -> float:
@@ -508,6 +577,12 @@ def render(record: dict[str, Any]) -> str:
         lines.append(f"\nWhere the step's time goes ({profile['implementation']} -> chunk {profile['task_chunk']}, "
                      f"{profile['configuration']}; operator self time): "
                      + ", ".join(f"{op['op']} {op['share']:.0%}" for op in profile["ops"]) + ".")
+    if record.get("test_time"):
+        lines += ["", "| comparison | implementation | test episodes/s | vs per task | vs learn2learn "
+                      "| max score diff vs learn2learn |", "|---|---|---|---|---|---|"]
+        lines += [f"| {row['comparison']} | {row['implementation']} | {row['episodes_per_s']} | "
+                  f"{row['speedup_vs_per_task']:.2f}x | {row['speedup_vs_l2l']:.2f}x | {row['max_score_diff_vs_l2l']:g} |"
+                  for row in record["test_time"]]
     if record.get("checkpoint_memory"):
         steps = sorted({r["inner_steps"] for r in record["checkpoint_memory"]})
         by = {(r["inner_steps"], r["checkpointed"]): r["peak_mem_mb"] for r in record["checkpoint_memory"]}

@@ -26,10 +26,11 @@ import torch
 
 from bench import records
 from bench.algorithms.base import parse_hparams
+from bench.algorithms.gradient import EVAL_CHUNK
 from bench.config import BUDGET_FIELDS, load_suite
 from bench.environment import PROJECT_ROOT, environment
 from bench.errors import BenchError
-from bench.execution import ExecutionOptions
+from bench.execution import ExecutionOptions, recorded_eval_chunk
 from bench.runner import RunPlan, execute, plan_run
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ def prepare(path: Path, results_dir: Path) -> Reproduction:
     threads = record["environment"].get("torch_threads")
     # No chunk recorded: the run took all tasks of a meta-batch together (or its algorithm does not chunk).
     options = ExecutionOptions(task_chunk=execution.get("task_chunk") or suite_record["protocol"]["meta_batch_size"],
+                               eval_chunk=recorded_eval_chunk(execution) or EVAL_CHUNK,
                                checkpoint_inner_steps=bool(execution.get("checkpoint_inner_steps")),
                                autocast=execution.get("autocast"), compile=bool(execution.get("compile", False)),
                                threads=threads if isinstance(threads, int) and threads > 0 else None,
@@ -110,6 +112,7 @@ SETUP = {  # what the contract says bit-identity depends on, and where each reco
         if str(r["environment"].get("device", "cpu")).startswith("cpu") else None),
     "torch threads": lambda r: r["environment"].get("torch_threads"),
     "task chunk": lambda r: (r.get("execution") or {}).get("task_chunk"),
+    "evaluation chunk": lambda r: recorded_eval_chunk(r.get("execution") or {}) or EVAL_CHUNK,  # None meant EVAL_CHUNK
 }
 
 

@@ -25,11 +25,12 @@ from tqdm.auto import tqdm
 from bench import records
 from bench.algorithms import ALGORITHMS, Algorithm, Hyperparameters, Problem
 from bench.algorithms.base import parse_hparams
+from bench.algorithms.gradient import EVAL_CHUNK
 from bench.checkpoints import CHECKPOINTS, load_checkpoint, save_checkpoint
 from bench.config import MAX_SEED, SUITE_OVERRIDABLE, Suite, load_suite, read_yaml_text
 from bench.environment import environment, git_state, resolve_device
 from bench.errors import BenchError, did_you_mean
-from bench.execution import ExecutionOptions, apply_compile, autocast, choose_task_chunk
+from bench.execution import ExecutionOptions, apply_compile, autocast, choose_eval_chunk, choose_task_chunk, recorded_eval_chunk
 from bench.seeding import generator
 from bench.stats import mean_ci95
 from bench.tasks import TaskBatch, TaskSource, episode_hash, make_task_source
@@ -250,6 +251,11 @@ class Episodes:
             values.append(algorithm.evaluate(batch, steps))
         return torch.cat(values), hasher.hexdigest()
 
+    def evaluation_sample(self) -> TaskBatch:
+        """Validation episodes as many as one evaluation call adapts (what the evaluation chunk is measured on)."""
+        n_tasks = min(self.source.eval_chunk or self.suite.test_tasks, self.suite.test_tasks, EVAL_CHUNK)
+        return self.source.batch("val", self.suite.episode_seed, range(n_tasks)).to(self.device)
+
     def contents_digest(self, split: str, n_tasks: int) -> str:
         """SHA-256 of the fixed episodes' tensors as the algorithms receive them; computed once per
         set and outside every timer (on a GPU it copies the episodes to the host)."""
@@ -330,12 +336,20 @@ def build_algorithm(plan: RunPlan, run: PlannedRun, episodes: Episodes) -> Algor
     return run.algorithm(run.hparams, problem, generator("suite", suite.name, "init", run.seed)).to(plan.device)
 
 
+def evaluation_episodes(suite: Suite) -> int:
+    """Episodes one run adapts at test time: each validation pass and the test set."""
+    return suite.test_tasks + suite.val_tasks * math.ceil(suite.meta_iterations / suite.val_every)
+
+
 def configure_execution(algorithm: Algorithm, options: ExecutionOptions, first_batch: TaskBatch,
-                        device: torch.device, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
+                        device: torch.device, earlier: dict[str, Any] | None = None,
+                        evaluation: tuple[TaskBatch, int, int | None] | None = None) -> dict[str, Any]:
     """Apply the execution options to a new algorithm; returns the record's ``execution`` entry.
 
-    ``earlier`` is the entry of the run being resumed: its task chunk is kept, so the resumed part
-    takes the same floating-point path as the part before the checkpoint."""
+    ``earlier`` is the entry of the run being resumed: its chunks are kept, so the resumed part
+    takes the same floating-point path as the part before the checkpoint. ``evaluation``
+    (evaluation-shaped episodes, inner steps, the episodes the plan adapts with this algorithm) is
+    what the evaluation chunk is chosen on."""
     if options.compile:
         apply_compile(algorithm)
     if hasattr(algorithm, "checkpoint_inner_steps"):
@@ -343,10 +357,15 @@ def configure_execution(algorithm: Algorithm, options: ExecutionOptions, first_b
     if earlier is not None and "task_chunk" in earlier:
         if earlier["task_chunk"] is not None:
             algorithm.task_chunk = earlier["task_chunk"]
+        if recorded_eval_chunk(earlier) is not None and hasattr(algorithm, "eval_chunk"):
+            algorithm.eval_chunk = recorded_eval_chunk(earlier)
         return earlier
     entry = options.as_record()
     entry["checkpoint_inner_steps"] = getattr(algorithm, "checkpoint_inner_steps", None)
     entry.update(choose_task_chunk(algorithm, first_batch, device, options))
+    if evaluation is not None:
+        sample, steps, planned = evaluation
+        entry.update(choose_eval_chunk(algorithm, sample, steps, device, options, planned))
     return entry
 
 
@@ -398,8 +417,10 @@ def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: 
     try:
         algorithm = build_algorithm(plan, run, episodes)
         saved = load_checkpoint(checkpoint) if checkpoint is not None else None
-        record["execution"] = configure_execution(algorithm, options, episodes.train(run.seed, 0), device,
-                                                  saved["execution"] if saved is not None else None)
+        planned = evaluation_episodes(suite) * sum(r.algorithm.name == run.algorithm.name for r in plan.runs)
+        record["execution"] = configure_execution(
+            algorithm, options, episodes.train(run.seed, 0), device, saved["execution"] if saved is not None else None,
+            (episodes.evaluation_sample(), algorithm.evaluation_steps(suite.test_inner_steps), planned))
         memory = PeakMemory(device)  # after the task-chunk measurement, whose peak is not the run's
         train_timer, data_seconds = SegmentTimer(device), 0.0
         curve: list[dict[str, Any]] = []

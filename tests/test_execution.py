@@ -10,7 +10,7 @@ import torch
 from bench.algorithms import ALGORITHMS
 from bench.config import load_suite
 from bench.errors import BenchError
-from bench.execution import ExecutionOptions, choose_task_chunk, chunk_candidates
+from bench.execution import ExecutionOptions, choose_eval_chunk, choose_task_chunk, chunk_candidates
 from bench.runner import Episodes, problem_for
 from bench.seeding import generator
 from tests.conftest import read_records
@@ -73,6 +73,56 @@ def test_a_set_task_chunk_is_used_and_methods_without_chunks_say_so():
     assert choose_task_chunk(reference, batch, torch.device("cpu"), ExecutionOptions())["task_chunk"] is None
 
 
+def test_the_evaluation_chunk_is_measured_apart_from_the_task_chunk_and_cached(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    algorithm, batch = build("maml")
+    suite = algorithm.problem.suite
+    sample = Episodes(suite, torch.device("cpu")).evaluation_sample()
+    assert len(sample) == min(suite.test_tasks, 200) and sample.support_x.shape[1:] == batch.support_x.shape[1:]
+    training = choose_task_chunk(algorithm, batch, torch.device("cpu"), ExecutionOptions())
+    first = choose_eval_chunk(algorithm, sample, 3, torch.device("cpu"), ExecutionOptions())
+    assert first["eval_chunk_choice"] == "measured" and first["eval_chunk"] == algorithm.eval_chunk
+    assert first["eval_chunk"] in chunk_candidates(len(sample)) and first["eval_chunk_key"] != training["task_chunk_key"]
+    assert algorithm.task_chunk == training["task_chunk"], "measuring evaluation leaves the training chunk alone"
+    assert len(json.loads((tmp_path / "task-chunk.json").read_text())) == 2
+    assert choose_eval_chunk(algorithm, sample, 3, torch.device("cpu"), ExecutionOptions(eval_chunk=7)) == {
+        "eval_chunk": 7, "eval_chunk_choice": "set"}
+    assert choose_eval_chunk(algorithm, sample, 3, torch.device("cpu"), ExecutionOptions(eval_chunks={"maml": 9})) == {
+        "eval_chunk": 9, "eval_chunk_choice": "set to the baseline's"}
+    for name in ("maml.l2l", "protonet", "cnp"):  # their evaluation is their own: nothing to choose
+        other, _ = build(name) if name != "protonet" else build(name, "omniglot-5w1s")
+        assert choose_eval_chunk(other, sample, 3, torch.device("cpu"), ExecutionOptions()) == {}
+
+
+def test_the_evaluation_chunk_is_measured_only_when_that_pays_for_itself(tmp_path, monkeypatch):
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path))
+    algorithm, batch = build("fomaml")
+    sample = Episodes(algorithm.problem.suite, torch.device("cpu")).evaluation_sample()
+    algorithm.task_chunk = 5
+    few = choose_eval_chunk(algorithm, sample, 3, torch.device("cpu"), ExecutionOptions(), planned_episodes=100)
+    assert few["eval_chunk"] == 5 == algorithm.eval_chunk
+    assert few["eval_chunk_choice"].startswith("the task chunk: measuring (about ")
+    assert not (tmp_path / "task-chunk.json").exists(), "a choice not measured is not cached"
+    many = choose_eval_chunk(algorithm, sample, 3, torch.device("cpu"), ExecutionOptions(), planned_episodes=10**9)
+    assert many["eval_chunk_choice"] == "measured"
+    # once measured, the cached choice serves every later run, however few episodes it adapts
+    again = choose_eval_chunk(algorithm, sample, 3, torch.device("cpu"), ExecutionOptions(), planned_episodes=100)
+    assert again["eval_chunk_choice"] in ("cached measurement", "measured again") or \
+        again["eval_chunk_choice"].startswith("measured again")
+
+
+@pytest.mark.parametrize("name", ["maml", "fomaml", "metasgd", "anil", "reptile"])
+def test_test_time_adaptation_gives_the_same_scores_at_every_evaluation_chunk(name):
+    algorithm, _ = build(name)
+    sample = Episodes(algorithm.problem.suite, torch.device("cpu")).evaluation_sample()
+    scores = {}
+    for chunk in (1, 4, len(sample)):
+        algorithm.eval_chunk = chunk
+        scores[chunk] = algorithm.evaluate(sample, 5)
+    for chunk, values in scores.items():
+        torch.testing.assert_close(values, scores[1], rtol=1e-4, atol=1e-5, msg=f"chunk {chunk}")
+
+
 def test_options_that_cannot_run_are_refused_before_any_work(cli, tmp_path):
     code, _, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "maml", "--compile", "--results-dir", str(tmp_path))
     assert code == 2
@@ -86,11 +136,13 @@ def test_options_that_cannot_run_are_refused_before_any_work(cli, tmp_path):
 
 def test_execution_options_are_recorded(cli, tmp_path):
     code, _, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "maml,maml.l2l",
-                       "--task-chunk", "2", "--checkpoint-inner-steps", "--autocast", "bf16", "--results-dir", str(tmp_path))
+                       "--task-chunk", "2", "--eval-chunk", "5", "--checkpoint-inner-steps", "--autocast", "bf16",
+                       "--results-dir", str(tmp_path))
     assert code == 0, err
     executions = {r["algorithm"]["name"]: r["execution"] for r in read_records(tmp_path)}
-    assert executions["maml"] == {"task_chunk": 2, "checkpoint_inner_steps": True, "autocast": "bf16", "compile": False,
-                                  "threads": None, "checkpoint_every": None, "task_chunk_choice": "set"}
+    assert executions["maml"] == {"task_chunk": 2, "eval_chunk": 5, "checkpoint_inner_steps": True, "autocast": "bf16",
+                                  "compile": False, "threads": None, "checkpoint_every": None,
+                                  "task_chunk_choice": "set", "eval_chunk_choice": "set"}
     assert executions["maml.l2l"]["task_chunk"] is None and executions["maml.l2l"]["checkpoint_inner_steps"] is None
 
 

@@ -32,12 +32,17 @@ def test_perf_json_has_one_object_per_comparison(cli, tmp_path):
     assert record["configuration"]["meta_batch_size"] == 4
     assert 0 < record["compute_bound"]["tasks_per_s_at_matmul_peak"]
     assert record["profile"]["ops"] and all(0 <= op["share"] <= 1 for op in record["profile"]["ops"])
+    learn2learn, per_task, chosen, grouped = record["test_time"]
+    assert "learn2learn" in learn2learn["implementation"] and learn2learn["speedup_vs_l2l"] == 1.0
+    assert per_task["speedup_vs_per_task"] == 1.0 and chosen["eval_chunk_choice"] in ("measured", "cached measurement")
+    # the same weights adapted on the same episodes: at most one query of an episode flips on rounding
+    assert all(row["max_score_diff_vs_l2l"] <= 100 / 15 for row in record["test_time"])
 
 
 def test_perf_table_names_every_comparison(cli, tmp_path):
     code, out, _ = cli("perf", "--quick", "--no-memory", "--no-save", "--results-dir", str(tmp_path))
     assert code == 0
-    for title in ("MAML second order, 1 step", "first-order MAML, 1 step", "ProtoNet", "Compute bound"):
+    for title in ("MAML second order, 1 step", "first-order MAML, 1 step", "ProtoNet", "Compute bound", "test-time adaptation"):
         assert title in out
     assert not (tmp_path / "perf").exists()
 

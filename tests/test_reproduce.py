@@ -27,6 +27,22 @@ def test_a_fresh_record_reproduces_bit_for_bit(cli, tmp_path):
     assert row["identical"] and row["max_abs_difference"] == 0.0 and row["setup_differences"] == {}
     [rerun] = read_records(tmp_path / "b")
     assert rerun["execution"]["task_chunk_choice"] == "set"  # the record's chunk, not a new measurement
+    assert rerun["execution"]["eval_chunk_choice"] == "set"  # and its evaluation chunk
+    assert rerun["execution"]["eval_chunk"] == json.loads(path.read_text())["execution"]["eval_chunk"]
+
+
+def test_a_record_from_before_the_evaluation_chunk_is_evaluated_with_its_task_chunk(cli, tmp_path):
+    """Such runs adapted their test episodes task_chunk at a time; the rerun must too, to be bit-identical."""
+    assert cli("run", "sine", "--tier", "smoke", "--algorithms", "fomaml", "--task-chunk", "4", "--eval-chunk", "4",
+               "--results-dir", str(tmp_path / "a"))[0] == 0
+    path = one_record(tmp_path / "a")
+    record = json.loads(path.read_text())
+    for key in [k for k in record["execution"] if k.startswith("eval_chunk")]:
+        del record["execution"][key]
+    path.write_text(json.dumps(record))
+    code, out, err = cli("reproduce", str(path), "--results-dir", str(tmp_path / "b"))
+    assert code == 0 and "all reruns bit-identical" in out, out + err
+    assert read_records(tmp_path / "b")[0]["execution"]["eval_chunk"] == 4
 
 
 def test_overrides_budget_and_hyperparameters_are_rerun_as_recorded(cli, tmp_path):

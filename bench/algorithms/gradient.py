@@ -25,7 +25,7 @@ from bench.config import Suite
 from bench.models.mlp import Params
 from bench.tasks import TaskBatch
 
-EVAL_CHUNK = 200  # tasks adapted at once during evaluation; bounds memory on large test sets
+EVAL_CHUNK = 200  # the most tasks adapted at once during evaluation; bounds memory on large test sets
 
 
 def per_task(params: Params, n_tasks: int, names: Iterable[str] | None = None) -> Params:
@@ -77,6 +77,7 @@ class GradientBased(Algorithm):
     task_types = frozenset({"regression", "classification"})
     adapts_body: bool = True  # False when only the head is adapted per task
     checkpoint_inner_steps: bool = False
+    eval_chunk: int | None = None  # tasks adapted together at test time (None: EVAL_CHUNK); set from the run's execution
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)
@@ -114,9 +115,15 @@ class GradientBased(Algorithm):
         _, query = self.embed_episode(adapted, batch)  # the support images only give the batch-norm statistics
         return self.backbone.head(adapted, query)
 
+    @classmethod
+    def chunks_evaluation(cls) -> bool:
+        """Whether test-time adaptation is this class's, chunked by ``eval_chunk``."""
+        return cls.evaluate is GradientBased.evaluate
+
     def evaluate(self, batch: TaskBatch, inner_steps: int) -> torch.Tensor:
         results = []
-        for chunk in self.task_chunks(batch, default=EVAL_CHUNK):
+        size = min(self.eval_chunk or EVAL_CHUNK, EVAL_CHUNK)
+        for chunk in (batch.slice(start, start + size) for start in range(0, len(batch), size)):
             meta = {k: v.detach() for k, v in self.backbone.params().items()}
             params = per_task(meta, len(chunk), self.adapted_names)
             params = {k: v.clone().requires_grad_(k in self.adapted_names) for k, v in params.items()}
