@@ -594,11 +594,33 @@ def render(record: dict[str, Any]) -> str:
     header = (f"bench perf: {config['suite']} ({config['tier']} tier) {config['ways']}-way {config['shots']}-shot, "
               f"{config['queries']} queries per class, meta-batch {config['meta_batch_size']}, "
               f"Conv-4-{config['model']['filters']}, "
-              f"{config['batch_norm']} batch norm, {config['inputs']}; {record['environment'].get('device_name')}, "
+              f"{config['batch_norm']} batch norm, {config['inputs']}; {record['environment'].get('device_name')}"
+              f"{' (' + machine_of(record)[1] + ')' if machine_of(record)[1] else ' (CPU model not recorded)'}, "
               f"{record['environment'].get('torch')}, {record['environment'].get('torch_threads')} threads; "
               f"matmul {record['matmul_gflops']} GFLOP/s; "
               f"medians of {config['rounds']} interleaved round(s)")
     return header + "\n\n" + "\n".join(lines)
+
+
+def machine_of(record: dict[str, Any]) -> tuple[str, str | None]:
+    """The machine a perf record's figures hold for: the device's name and, for a CPU, its model
+    (vendor, family, model; None in records from before the CPU identity was kept)."""
+    env = record["environment"]
+    identity = (env.get("cpu_identity") or {}).get("id") if str(env.get("device", "cpu")).startswith("cpu") else None
+    return str(env.get("device_name") or "?"), " ".join(identity.split()[:3]) if identity else None
+
+
+def newest_per_machine(found: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path, dict[str, Any]]]:
+    """The newest full record of each machine, oldest machine first. A record that names no CPU
+    model gives way to a newer one of the same device name that does (it was most likely that
+    machine, and a figure without its model cannot stand beside one with it)."""
+    latest: dict[tuple[str, str | None], tuple[Path, dict[str, Any]]] = {}
+    for path, record in sorted(found, key=lambda item: item[1]["created_at"]):
+        name, model = machine_of(record)
+        if model is not None:
+            latest.pop((name, None), None)
+        latest[(name, model)] = (path, record)
+    return sorted(latest.values(), key=lambda item: item[1]["created_at"])
 
 
 def save(record: dict[str, Any], path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,3 +83,37 @@ def test_perf_chunks_scores_each_choice_by_the_quiet_reference(tmp_path):
     assert "| maml | " in perf_chunks.render(record)
     perf_chunks.save(record, tmp_path / "chunks.json")
     assert (tmp_path / "chunks.json").read_text().startswith("{")
+
+
+def test_figures_are_kept_per_machine_newest_first_and_never_without_their_cpu_model():
+    from bench.perf import machine_of, newest_per_machine
+
+    def record(at, name, identity=None, device="cpu"):
+        return {"created_at": at, "environment": {"device": device, "device_name": name,
+                                                  "cpu_identity": {"id": identity} if identity else None}}
+
+    found = [(Path(f"{i}.json"), r) for i, r in enumerate([
+        record("2026-01-01", "AMD EPYC"),  # before the CPU model was kept: superseded below
+        record("2026-02-01", "AMD EPYC", "AuthenticAMD 25 1 1"),
+        record("2026-03-01", "AMD EPYC", "AuthenticAMD 25 1 0"),  # another stepping, the same model: newer wins
+        record("2026-02-15", "Intel Xeon", "GenuineIntel 6 106 6"),
+        record("2026-02-20", "NVIDIA H200", None, "cuda:0"),
+    ])]
+    kept = newest_per_machine(found)
+    assert [machine_of(r) for _, r in kept] == [("Intel Xeon", "GenuineIntel 6 106"), ("NVIDIA H200", None),
+                                                ("AMD EPYC", "AuthenticAMD 25 1")]
+    assert kept[-1][1]["created_at"] == "2026-03-01"
+
+
+def test_test_time_adaptation_scores_equal_learn2learn_in_float64():
+    """float32 rounding, amplified by 10 inner steps at Omniglot's inner rate, can flip a few queries
+    (the perf table's score difference); in float64 every episode's score is learn2learn's."""
+    from bench.perf import l2l_test_time
+
+    suite = perf_suite(quick=True)
+    _, batch, _ = batch_for(suite, torch.device("cpu"))
+    reference = Implementation(Setting("fomaml", "l2l", quick=True), torch.device("cpu"), batch, torch.float64)
+    episodes = type(batch)(*(t.double() if t.is_floating_point() else t for t in batch.tensors()))
+    for chunk in (1, len(episodes)):
+        reference.ours.eval_chunk = chunk
+        assert torch.equal(reference.ours.evaluate(episodes, 10), l2l_test_time(reference.learner, episodes, 10))

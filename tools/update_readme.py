@@ -2,7 +2,8 @@
 
 README tables sit between ``<!-- leaderboard:SUITE:TIER -->`` and ``<!-- /leaderboard -->`` (the
 full report of every suite, ``report/``, is written by ``python -m bench report``). The performance
-table (``<!-- perf -->``) comes from the newest full ``bench perf`` record in ``results/perf/``, the
+table (``<!-- perf -->``) has one block per machine (device and CPU model), each from that machine's newest full
+``bench perf`` record in ``results/perf/``, the
 suite-cost table (``<!-- cost -->``) from the newest ``bench cost`` record in ``results/cost/``, the
 executor tables (``<!-- executors -->``) from every ``bench perf-executors`` record in ``results/perf/``.
 ``tests/test_readme.py`` fails when a table and its records disagree.
@@ -36,23 +37,18 @@ REPRODUCE_BLOCK = re.compile(r"(<!-- reproduce -->\n)(?P<body>.*?)(<!-- /reprodu
 PAGES = ("README.md", "docs/*.md")  # the pages whose blocks are generated
 
 
-def newest(directory: Path, pattern: str, keep=lambda record: True) -> tuple[Path, dict] | None:
-    found = [(path, json.loads(path.read_text())) for path in sorted(directory.glob(pattern))]
-    found = [(path, record) for path, record in found if keep(record)]
-    return found[-1] if found else None
-
-
 def regenerate(text: str, results_dir: Path = RESULTS) -> str:
     def table(match: re.Match) -> str:
         body = render(leaderboards(results_dir, match["suite"], match["tier"]), "markdown")
         return f"{match.group(1)}{body}\n{match.group(5)}"
 
     def perf_table(match: re.Match) -> str:
-        latest = newest(results_dir / "perf", "perf-*.json", lambda r: not r["configuration"]["quick"])
-        body = "(no full `bench perf` record yet)" if latest is None else (
-            f"From `{latest[0].relative_to(results_dir.parent)}` "
-            f"(commit {(latest[1]['environment']['git'].get('commit') or '?')[:7]}):\n\n"
-            + perf.render(latest[1]))
+        found = [(path, json.loads(path.read_text())) for path in sorted((results_dir / "perf").glob("perf-*.json"))]
+        blocks = perf.newest_per_machine([(path, record) for path, record in found if not record["configuration"]["quick"]])
+        body = "(no full `bench perf` record yet)" if not blocks else "\n\n".join(
+            f"**{' '.join(x for x in perf.machine_of(record) if x)}**, from `{path.relative_to(results_dir.parent)}` "
+            f"(commit {(record['environment']['git'].get('commit') or '?')[:7]}):\n\n" + perf.render(record)
+            for path, record in blocks)
         return f"{match.group(1)}{body}\n{match.group(3)}"
 
     def cost_table(match: re.Match) -> str:
