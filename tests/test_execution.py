@@ -134,6 +134,18 @@ def test_options_that_cannot_run_are_refused_before_any_work(cli, tmp_path):
         ExecutionOptions(task_chunk=0).check([], {}, torch.device("cpu"))
 
 
+def test_bf16_autocast_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, caplog):
+    import bench.environment
+
+    monkeypatch.setattr(bench.environment, "cpu_flags", lambda: {"avx2", "fma"})
+    ExecutionOptions(autocast="bf16").check([], {}, torch.device("cpu"))
+    assert "runs emulated" in caplog.text
+    caplog.clear()
+    monkeypatch.setattr(bench.environment, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    ExecutionOptions(autocast="bf16").check([], {}, torch.device("cpu"))
+    assert "runs emulated" not in caplog.text
+
+
 def test_execution_options_are_recorded(cli, tmp_path):
     code, _, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "maml,maml.l2l",
                        "--task-chunk", "2", "--eval-chunk", "5", "--checkpoint-inner-steps", "--autocast", "bf16",
