@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                             "default: the fastest size, measured once per device and configuration and cached")
     speed.add_argument("--eval-chunk", type=_positive_int, metavar="N",
                        help="gradient-based methods: adapt N test episodes together (1 = per-episode loop); "
-                            "default: the fastest size, measured and cached as for --task-chunk")
+                            "default: measured and cached as for --task-chunk where the plan adapts enough episodes "
+                            "to pay for it, else the task chunk")
     speed.add_argument("--checkpoint-inner-steps", action="store_true",
                        help="second-order methods: recompute each inner step in the backward pass instead of keeping "
                             "its graph (memory no longer grows with the steps; about one more forward pass of time)")

@@ -54,8 +54,8 @@ ORDER_ALPHA = 0.01  # clear: a sign test over the shared rounds rules out chance
 PRUNE_FACTOR = 2.0  # a candidate whose fastest sample is this much slower than the best median is dropped
 VERIFY_ROUNDS = 3  # samples of a cached choice before it is trusted again
 STALE_FACTOR = 2.0  # a cached choice running this much slower than when measured is measured again
-# The evaluation chunk is measured only when that costs at most this share of the plan's test-time
-# adaptation (estimated at the task chunk's speed, every candidate as slow per episode).
+# The evaluation chunk is measured only when the episodes the measurement adapts are at most this
+# share of those the plan adapts (pessimistic: larger chunks are usually faster per episode).
 EVAL_MEASURE_SHARE = 0.25
 
 
@@ -351,24 +351,22 @@ def choose_eval_chunk(algorithm: Any, batch: TaskBatch, steps: int, device: torc
     largest size per round instead of one full batch per candidate.
 
     A measurement must pay for itself: with ``planned_episodes`` (the episodes this algorithm's
-    runs of the plan will adapt), the task chunk is timed once on its own number of episodes, and
-    if measuring every candidate would take more than ``EVAL_MEASURE_SHARE`` of the plan's
-    test-time adaptation at that speed, evaluation keeps the task chunk (nothing is cached)."""
+    runs of the plan will adapt), it is made only if the episodes it adapts (``1 + MIN_ROUNDS``
+    rounds of every candidate on its own number of episodes) are at most ``EVAL_MEASURE_SHARE`` of
+    the planned ones; otherwise evaluation keeps the task chunk (nothing is cached). Counting
+    episodes, not seconds, keeps the decision a function of the suite and the plan, never of a
+    noisy moment."""
     if not (hasattr(algorithm, "chunks_evaluation") and algorithm.chunks_evaluation()):
         return {}
     fallback = min(algorithm.task_chunk or len(batch), len(batch))
+    measuring = (1 + MIN_ROUNDS) * sum(chunk_candidates(len(batch)))
     if (options.eval_chunk is None and algorithm.name not in (options.eval_chunks or {}) and planned_episodes is not None
+            and measuring > EVAL_MEASURE_SHARE * planned_episodes
             and _configuration_key(algorithm, batch, device, options, _eval_key(steps)) not in read_chunk_cache()):
-        time_evaluation(algorithm, batch.slice(0, fallback), fallback, steps, device, options)  # warm-up
-        per_episode = time_evaluation(algorithm, batch.slice(0, fallback), fallback, steps, device, options) / fallback
-        measuring_s = (1 + MIN_ROUNDS) * sum(chunk_candidates(len(batch))) * per_episode
-        adapting_s = planned_episodes * per_episode
-        if measuring_s > EVAL_MEASURE_SHARE * adapting_s:
-            algorithm.eval_chunk = fallback
-            return {"eval_chunk": fallback, "eval_chunk_choice": (
-                f"the task chunk: measuring (about {measuring_s:.1f} s) would cost more than "
-                f"{EVAL_MEASURE_SHARE:.0%} of the plan's test-time adaptation ({planned_episodes} episodes, "
-                f"about {adapting_s:.1f} s)")}
+        algorithm.eval_chunk = fallback
+        return {"eval_chunk": fallback, "eval_chunk_choice": (
+            f"the task chunk: measuring would adapt about {measuring} episodes, more than {EVAL_MEASURE_SHARE:.0%} "
+            f"of the {planned_episodes} the plan adapts with {algorithm.name}")}
     kind = _ChunkKind("eval_chunk", "eval_chunk", "evaluation chunk",
                       lambda chunk: time_evaluation(algorithm, batch.slice(0, chunk), chunk, steps, device, options) / chunk,
                       options.eval_chunk, options.eval_chunks, _eval_key(steps))

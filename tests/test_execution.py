@@ -101,7 +101,7 @@ def test_the_evaluation_chunk_is_measured_only_when_that_pays_for_itself(tmp_pat
     algorithm.task_chunk = 5
     few = choose_eval_chunk(algorithm, sample, 3, torch.device("cpu"), ExecutionOptions(), planned_episodes=100)
     assert few["eval_chunk"] == 5 == algorithm.eval_chunk
-    assert few["eval_chunk_choice"].startswith("the task chunk: measuring (about ")
+    assert few["eval_chunk_choice"].startswith("the task chunk: measuring would adapt about ")
     assert not (tmp_path / "task-chunk.json").exists(), "a choice not measured is not cached"
     many = choose_eval_chunk(algorithm, sample, 3, torch.device("cpu"), ExecutionOptions(), planned_episodes=10**9)
     assert many["eval_chunk_choice"] == "measured"
