@@ -3,8 +3,8 @@
 A speed guard for pull requests, not a measurement to publish: ``tox -e benchmark -- --benchmark-save=main``
 on main, then ``tox -e benchmark -- --benchmark-compare=NNNN --benchmark-compare-fail=min:50%`` on the
 branch, on the same machine (README, "pytest-benchmark"). Each algorithm is built as ``bench run`` builds
-it (``plan_run``, ``build_algorithm``, ``configure_execution``), except that the task chunk is fixed:
-the runner's measured choice is cached per machine and can differ between two runs' caches.
+it (``plan_run``, ``build_algorithm``, ``configure_execution``), except that the task and evaluation chunks are
+fixed: the runner's measured choices are cached per machine and can differ between two runs' caches.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Prepar
     @functools.cache
     def prepare(suite_name: str) -> Prepared:
         plan = plan_run(suite_name, tier=TIER, device=DEVICE, results_dir=results_dir,
-                        execution=ExecutionOptions(task_chunk=TASK_CHUNK))
+                        execution=ExecutionOptions(task_chunk=TASK_CHUNK, eval_chunk=TASK_CHUNK))
         assert plan.episodes is not None
         seed = plan.runs[0].seed
         return Prepared(plan, plan.episodes.train(seed, 0), plan.episodes.fixed("test", 1)[0])
@@ -101,7 +101,9 @@ def build(setup: Prepared, algorithm_name: str) -> tuple[Algorithm, dict[str, An
     plan = setup.plan
     run = next(r for r in plan.runs if r.algorithm.name == algorithm_name)
     algorithm = build_algorithm(plan, run, plan.episodes)
-    execution = configure_execution(algorithm, plan.execution, setup.train_batch, plan.device)
+    steps = algorithm.evaluation_steps(plan.suite.test_inner_steps)
+    execution = configure_execution(algorithm, plan.execution, setup.train_batch, plan.device,
+                                    evaluation=(plan.episodes.evaluation_sample(), steps, None))
     algorithm.train()
     info = {"suite": plan.suite.name, "algorithm": algorithm_name, "tier": plan.suite.tier, "device": str(plan.device),
             "task_chunk": execution["task_chunk"], "meta_batch_size": plan.suite.meta_batch_size,
