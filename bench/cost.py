@@ -31,7 +31,7 @@ def time_algorithm(plan, run, train_steps: int, eval_episodes: int) -> dict[str,
     algorithm = build_algorithm(plan, run, episodes)
     steps = algorithm.evaluation_steps(suite.test_inner_steps)
     configure_execution(algorithm, plan.execution, episodes.train(run.seed, 0), device,
-                        evaluation=(episodes.evaluation_sample(), steps, evaluation_episodes(suite)))
+                        evaluation=(episodes.evaluation_sample, steps, evaluation_episodes(suite)))
     algorithm.train()
     seconds = []
     for iteration in range(train_steps + 1):  # the first is a warm-up

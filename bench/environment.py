@@ -70,21 +70,8 @@ def _cpu_name() -> str:
 
 
 @lru_cache(maxsize=1)
-def cpu_flags() -> set[str]:
-    """The first processor's flags in /proc/cpuinfo (empty where there is none)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "flags":
-                return set(value.split())
-    except OSError:
-        pass
-    return set()
-
-
-def cpu_identity() -> dict[str, Any]:
-    """What decides a CPU's arithmetic beyond its name (a VM may call every EPYC "AMD EPYC"): the
-    instruction set torch dispatches to, vendor, family, model and stepping, and a hash of its flags."""
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's block of /proc/cpuinfo (empty where there is none)."""
     fields: dict[str, str] = {}
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -95,6 +82,18 @@ def cpu_identity() -> dict[str, Any]:
             fields.setdefault(key, value.strip())
     except OSError:
         pass
+    return fields
+
+
+def cpu_flags() -> set[str]:
+    """The first processor's flags."""
+    return set(_cpuinfo().get("flags", "").split())
+
+
+def cpu_identity() -> dict[str, Any]:
+    """What decides a CPU's arithmetic beyond its name (a VM may call every EPYC "AMD EPYC"): the
+    instruction set torch dispatches to, vendor, family, model and stepping, and a hash of its flags."""
+    fields = _cpuinfo()
     flags = fields.get("flags")
     return {
         "capability": torch.backends.cpu.get_cpu_capability(),

@@ -318,8 +318,7 @@ def _medians(samples: dict[str, list[float]]) -> dict[str, float]:
 class _ChunkKind:
     """What a chunk size is chosen for: meta-training's meta-gradient, or test-time adaptation."""
 
-    field: str  # the record's key: task_chunk | eval_chunk
-    attribute: str  # the algorithm's attribute it sets
+    field: str  # the record's key and the algorithm's attribute: task_chunk | eval_chunk
     what: str  # for messages
     time_one: Callable[[int], float]
     option: int | None  # the chunk asked for on the command line
@@ -335,7 +334,7 @@ def choose_task_chunk(algorithm: Any, batch: TaskBatch, device: torch.device, op
     the machine or its load has changed since the measurement and every candidate is measured again."""
     if not (hasattr(algorithm, "chunks_tasks") and algorithm.chunks_tasks()):
         return {"task_chunk": None, "task_chunk_choice": "not chunked (all tasks of a meta-batch together)"}
-    kind = _ChunkKind("task_chunk", "task_chunk", "task chunk",
+    kind = _ChunkKind("task_chunk", "task chunk",
                       lambda chunk: time_meta_gradient(algorithm, batch, chunk, device, options),
                       options.task_chunk, options.task_chunks, {})
     return _choose(kind, algorithm, batch, device, options)
@@ -367,7 +366,7 @@ def choose_eval_chunk(algorithm: Any, batch: TaskBatch, steps: int, device: torc
         return {"eval_chunk": fallback, "eval_chunk_choice": (
             f"the task chunk: measuring would adapt about {measuring} episodes, more than {EVAL_MEASURE_SHARE:.0%} "
             f"of the {planned_episodes} the plan adapts with {algorithm.name}")}
-    kind = _ChunkKind("eval_chunk", "eval_chunk", "evaluation chunk",
+    kind = _ChunkKind("eval_chunk", "evaluation chunk",
                       lambda chunk: time_evaluation(algorithm, batch.slice(0, chunk), chunk, steps, device, options) / chunk,
                       options.eval_chunk, options.eval_chunks, _eval_key(steps))
     return _choose(kind, algorithm, batch, device, options)
@@ -382,7 +381,7 @@ def _choose(kind: _ChunkKind, algorithm: Any, batch: TaskBatch, device: torch.de
     field, choice = kind.field, f"{kind.field}_choice"
 
     def use(chunk: int) -> int:
-        setattr(algorithm, kind.attribute, chunk)
+        setattr(algorithm, field, chunk)
         return chunk
 
     if kind.option is not None:

@@ -343,13 +343,14 @@ def evaluation_episodes(suite: Suite) -> int:
 
 def configure_execution(algorithm: Algorithm, options: ExecutionOptions, first_batch: TaskBatch,
                         device: torch.device, earlier: dict[str, Any] | None = None,
-                        evaluation: tuple[TaskBatch, int, int | None] | None = None) -> dict[str, Any]:
+                        evaluation: tuple[Callable[[], TaskBatch], int, int | None] | None = None) -> dict[str, Any]:
     """Apply the execution options to a new algorithm; returns the record's ``execution`` entry.
 
     ``earlier`` is the entry of the run being resumed: its chunks are kept, so the resumed part
     takes the same floating-point path as the part before the checkpoint. ``evaluation``
-    (evaluation-shaped episodes, inner steps, the episodes the plan adapts with this algorithm) is
-    what the evaluation chunk is chosen on."""
+    (what draws evaluation-shaped episodes, inner steps, the episodes the plan adapts with this
+    algorithm) is what the evaluation chunk is chosen on; the episodes are drawn only for an
+    algorithm that chunks its evaluation, and not on a resume."""
     if options.compile:
         apply_compile(algorithm)
     if hasattr(algorithm, "checkpoint_inner_steps"):
@@ -357,15 +358,15 @@ def configure_execution(algorithm: Algorithm, options: ExecutionOptions, first_b
     if earlier is not None and "task_chunk" in earlier:
         if earlier["task_chunk"] is not None:
             algorithm.task_chunk = earlier["task_chunk"]
-        if recorded_eval_chunk(earlier) is not None and hasattr(algorithm, "eval_chunk"):
-            algorithm.eval_chunk = recorded_eval_chunk(earlier)
+        if (eval_chunk := recorded_eval_chunk(earlier)) is not None and hasattr(algorithm, "eval_chunk"):
+            algorithm.eval_chunk = eval_chunk
         return earlier
     entry = options.as_record()
     entry["checkpoint_inner_steps"] = getattr(algorithm, "checkpoint_inner_steps", None)
     entry.update(choose_task_chunk(algorithm, first_batch, device, options))
-    if evaluation is not None:
+    if evaluation is not None and getattr(algorithm, "chunks_evaluation", lambda: False)():
         sample, steps, planned = evaluation
-        entry.update(choose_eval_chunk(algorithm, sample, steps, device, options, planned))
+        entry.update(choose_eval_chunk(algorithm, sample(), steps, device, options, planned))
     return entry
 
 
@@ -420,7 +421,7 @@ def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: 
         planned = evaluation_episodes(suite) * sum(r.algorithm.name == run.algorithm.name for r in plan.runs)
         record["execution"] = configure_execution(
             algorithm, options, episodes.train(run.seed, 0), device, saved["execution"] if saved is not None else None,
-            (episodes.evaluation_sample(), algorithm.evaluation_steps(suite.test_inner_steps), planned))
+            (episodes.evaluation_sample, algorithm.evaluation_steps(suite.test_inner_steps), planned))
         memory = PeakMemory(device)  # after the task-chunk measurement, whose peak is not the run's
         train_timer, data_seconds = SegmentTimer(device), 0.0
         curve: list[dict[str, Any]] = []

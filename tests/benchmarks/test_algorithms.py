@@ -103,7 +103,7 @@ def build(setup: Prepared, algorithm_name: str) -> tuple[Algorithm, dict[str, An
     algorithm = build_algorithm(plan, run, plan.episodes)
     steps = algorithm.evaluation_steps(plan.suite.test_inner_steps)
     execution = configure_execution(algorithm, plan.execution, setup.train_batch, plan.device,
-                                    evaluation=(plan.episodes.evaluation_sample(), steps, None))
+                                    evaluation=(plan.episodes.evaluation_sample, steps, None))
     algorithm.train()
     info = {"suite": plan.suite.name, "algorithm": algorithm_name, "tier": plan.suite.tier, "device": str(plan.device),
             "task_chunk": execution["task_chunk"], "meta_batch_size": plan.suite.meta_batch_size,
