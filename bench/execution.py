@@ -91,8 +91,8 @@ class ExecutionOptions:
             raise BenchError(f"--autocast {self.autocast!r}: expected one of {', '.join(AUTOCAST_DTYPES)}")
         if self.autocast == "bf16" and device.type == "cpu" and not cpu_has_native_bf16():
             log.warning("--autocast bf16 on a CPU without native bfloat16 arithmetic (no avx512_bf16 or amx_bf16 "
-                        "flag): it runs emulated, measured 8x slower than float32 on an AMD EPYC of family 25 "
-                        "(bench perf); leave --autocast out here")
+                        "flag): it runs emulated, far slower than float32 (see `python -m bench perf`'s bf16 row); "
+                        "leave --autocast out here")
         if self.compile:
             for algorithm in algorithms:
                 reason = compile_unsupported(algorithm, hparams[algorithm.name])
