@@ -16,6 +16,7 @@ one episode at a time, at the measured evaluation chunk, and all episodes in one
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import multiprocessing
@@ -32,7 +33,7 @@ from torch import nn
 
 from bench.config import load_suite
 from bench.errors import BenchError
-from bench.execution import ExecutionOptions, autocast, choose_task_chunk
+from bench.execution import ExecutionOptions, autocast, choose_task_chunk, cpu_has_native_bf16
 from bench.timing import SegmentTimer, resident_mb
 
 log = logging.getLogger(__name__)
@@ -240,6 +241,46 @@ def flops_per_task(setting: Setting, device: torch.device, batch) -> float:
     return counter.get_total_flops()
 
 
+def network_floor(setting: Setting, device: torch.device, batch, rounds: int) -> dict[str, Any]:
+    """The plain network's training step (forward, cross-entropy, backward; no adaptation) on query
+    images, in both memory layouts, one task's queries per call and the whole meta-batch's in one
+    call, timed in interleaved rounds. Every implementation compared contains this step for every
+    task (the query loss at the adapted weights, back-propagated), and adds to it the support steps
+    and the second-order terms, so the fastest variant's rate in tasks/s is a measured ceiling for
+    their rates on this machine: unlike the compute bound, it charges the memory-bound passes
+    (batch norm, pooling, ReLU) and the convolutions' real efficiency on these small maps."""
+    suite = perf_suite(setting.quick)
+    model = plain_conv4(suite.model.filters, suite.ways).to(device)
+    variants = []
+    for layout in (torch.contiguous_format, torch.channels_last):
+        in_layout = copy.deepcopy(model).to(memory_format=layout)
+        for tasks in (1, len(batch)):
+            x = batch.query_x[:tasks].flatten(0, 1).contiguous(memory_format=layout)
+            variants.append(_FloorStep(in_layout, x, batch.query_y[:tasks].flatten(), tasks, layout))
+    seconds = interleaved_seconds(variants, rounds)
+    rows = [{"layout": "channels_last" if v.layout == torch.channels_last else "contiguous", "tasks_per_call": v.tasks,
+             "images_per_call": len(v.x), "tasks_per_s": round(v.tasks / statistics.median(t), 2)}
+            for v, t in zip(variants, seconds, strict=True)]
+    return {"variants": rows, "tasks_per_s": max(r["tasks_per_s"] for r in rows)}
+
+
+@dataclass
+class _FloorStep:
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    tasks: int
+    layout: torch.memory_format
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def step(self) -> None:
+        self.model.zero_grad(set_to_none=True)
+        F.cross_entropy(self.model(self.x), self.y).backward()
+
+
 def profile_ops(implementation: Implementation, top: int = 8) -> list[dict[str, Any]]:
     """Which operators one meta-training step spends its time in (torch.profiler, self time)."""
     from torch.profiler import ProfilerActivity, profile
@@ -252,6 +293,10 @@ def profile_ops(implementation: Implementation, top: int = 8) -> list[dict[str, 
     total = sum(t for _, t in events) or 1.0
     events.sort(key=lambda e: -e[1])
     return [{"op": key, "share": round(t / total, 3)} for key, t in events[:top]]
+
+
+def reference_implementation(built: list[Implementation]) -> Implementation:
+    return next(i for i in built if i.setting.implementation == "l2l")
 
 
 def interleaved_seconds(implementations: list[Implementation], rounds: int) -> list[list[float]]:
@@ -372,12 +417,22 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
     fastest_ours: dict[str, Implementation] = {}  # per method, the measured-choice implementation (for the data share)
     record_extra: dict[str, Any] = {}
     groups = comparisons(quick)
+    progress(f"network floor: the plain network's training step on the query images, {rounds} interleaved round(s)")
+    floor = network_floor(groups[0].settings[0], device, batch, rounds)
     for group in groups:
         progress(f"{group.title}: {len(group.settings)} implementation(s), {rounds} interleaved round(s)")
         built = []
         for setting in group.settings:
             implementation = Implementation(setting, device, batch)
-            implementation.choose_chunk()
+            if setting.autocast and device.type == "cpu" and not cpu_has_native_bf16() and setting.method in fastest_ours:
+                # Emulated bf16 runs many times slower than float32: measuring its chunk would take
+                # minutes for a row that only shows how slow it is, so it runs at float32's choice.
+                chunk = fastest_ours[setting.method].chosen["task_chunk"]
+                implementation.ours.task_chunk = chunk
+                implementation.chosen = {"task_chunk": chunk,
+                                         "task_chunk_choice": "set (float32's choice: this CPU has no native bf16)"}
+            else:
+                implementation.choose_chunk()
             built.append(implementation)
             if setting.implementation == "ours" and setting.task_chunk is None and not setting.autocast:
                 fastest_ours.setdefault(setting.method, implementation)
@@ -397,6 +452,7 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
                 "task_chunk_choice": implementation.chosen.get("task_chunk_choice"), "autocast": setting.autocast,
                 "tasks_per_s": round(tasks_per_s, 2), "seconds_per_step": [round(t, 4) for t in times],
                 "gflops": round(flops * tasks_per_s / 1e9, 1), "share_of_matmul_peak": round(flops * tasks_per_s / 1e9 / peak, 3),
+                "share_of_floor": round(tasks_per_s / floor["tasks_per_s"], 3) if setting.method != "protonet" else None,
                 "speedup_vs_l2l": None, "peak_mem_mb": None, "memory_vs_l2l": None, "max_grad_diff": None,
             }
             if setting.implementation == "l2l":
@@ -415,14 +471,20 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
         if reference is not None and group is groups[0]:
             fastest = next(i for i in built if i.setting.implementation == "ours" and i.setting.task_chunk is None
                            and not i.setting.autocast)
-            record_extra["profile"] = {"implementation": fastest.setting.label, "configuration": fastest.setting.configuration,
-                                       "task_chunk": fastest.chosen.get("task_chunk"), "ops": profile_ops(fastest)}
+            # The chosen path, the per-task loop, every task grouped, and learn2learn's, one step each.
+            profiled = [fastest] + [i for i in built if i.setting.autocast is None and i.setting.task_chunk is not None]
+            record_extra["profiles"] = [
+                {"implementation": i.setting.label, "configuration": i.setting.configuration,
+                 "task_chunk": i.chosen.get("task_chunk"), "ops": profile_ops(i)}
+                for i in profiled + [reference_implementation(built)]]
             # The compute bound: every FLOP of a task at the device's matmul rate.
             bound = peak * 1e9 / flops
             record_extra["compute_bound"] = {
                 "configuration": group.title, "gflop_per_task": round(flops / 1e9, 3),
                 "tasks_per_s_at_matmul_peak": round(bound, 1),
                 "max_speedup_vs_l2l": round(bound / reference["tasks_per_s"], 2)}
+            record_extra["network_floor"] = {**floor, "configuration": group.title,
+                                             "max_speedup_vs_l2l": round(floor["tasks_per_s"] / reference["tasks_per_s"], 2)}
         if group.settings[0].method == "protonet":
             rows[-1]["test_episodes_per_s"] = round(protonet_test_rate(built[0], episodes, batch, device), 2)
     if episodes is not None:
@@ -549,8 +611,8 @@ def render(record: dict[str, Any]) -> str:
         return format(value, spec) if spec else str(value)
 
     lines = ["| comparison | implementation | tasks/s | vs learn2learn | peak MB | memory vs l2l | GFLOP/s "
-             "| share of matmul peak | max grad diff (float64) |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "| share of matmul peak | share of network floor | max grad diff (float64) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for row in record["rows"]:
         if row["name"].startswith("data-share"):
             continue
@@ -562,7 +624,8 @@ def render(record: dict[str, Any]) -> str:
                      + (f" -> chunk {row['task_chunk']}" if row.get("task_chunk") and "auto" in row["implementation"] else "")
                      + f" | {rate} | {fmt(row['speedup_vs_l2l'], '.2f')}{'x' if row['speedup_vs_l2l'] else ''} | "
                      f"{fmt(row['peak_mem_mb'], '.0f')} | {fmt(row.get('memory_vs_l2l'), '.2f')} | {fmt(row.get('gflops'))} | "
-                     f"{fmt(row.get('share_of_matmul_peak'), '.0%')} | {'' if diff is None else f'{diff:.1e}'} |")
+                     f"{fmt(row.get('share_of_matmul_peak'), '.0%')} | {fmt(row.get('share_of_floor'), '.0%')} | "
+                     f"{'' if diff is None else f'{diff:.1e}'} |")
     for row in record["rows"]:
         if row["name"].startswith("data-share"):
             lines.append(f"\nEpisode assembly: {row['data_share']:.2%} of meta-training step time "
@@ -572,9 +635,18 @@ def render(record: dict[str, Any]) -> str:
         lines.append(f"\nCompute bound ({bound['configuration']}): {bound['gflop_per_task']} GFLOP per task, so at the "
                      f"measured matmul rate at most {bound['tasks_per_s_at_matmul_peak']} tasks/s = "
                      f"{bound['max_speedup_vs_l2l']}x learn2learn.")
-    if record.get("profile"):
-        profile = record["profile"]
-        lines.append(f"\nWhere the step's time goes ({profile['implementation']} -> chunk {profile['task_chunk']}, "
+    if record.get("network_floor"):
+        floor = record["network_floor"]
+        best = max(floor["variants"], key=lambda v: v["tasks_per_s"])
+        lines.append(f"\nNetwork floor: the plain network's training step on the query images alone (no adaptation, "
+                     f"no second-order terms) runs at most {floor['tasks_per_s']} tasks/s = {floor['max_speedup_vs_l2l']}x "
+                     f"learn2learn's {floor['configuration']} ({best['layout']}, {best['tasks_per_call']} task(s) per call; "
+                     + ", ".join(f"{v['layout']} x{v['tasks_per_call']}: {v['tasks_per_s']}" for v in floor["variants"])
+                     + "). Every implementation above contains that step for every task.")
+    for profile in record.get("profiles") or ([record["profile"]] if record.get("profile") else []):
+        chosen = profile.get("task_chunk") and "chunk auto" in profile["implementation"]
+        chunk = f" -> chunk {profile['task_chunk']}" if chosen or "profiles" not in record else ""
+        lines.append(f"\nWhere the step's time goes ({profile['implementation']}{chunk}, "
                      f"{profile['configuration']}; operator self time): "
                      + ", ".join(f"{op['op']} {op['share']:.0%}" for op in profile["ops"]) + ".")
     if record.get("test_time"):
