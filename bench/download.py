@@ -8,7 +8,6 @@ interrupted or corrupted download (an HTML error page, a truncated file) never l
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
@@ -18,16 +17,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from bench.datasets import DATA_MODULES, dataset_module
 from bench.datasets.base import data_dir, file_digest
 from bench.errors import BenchError, did_you_mean
 
 log = logging.getLogger(__name__)
 
-DATASET_MODULES = {
-    "omniglot": "bench.datasets.omniglot",
-    "tiny-imagenet": "bench.datasets.tiny_imagenet",
-    "text": "bench.datasets.text",
-}
 NOT_DOWNLOADABLE = {
     "mini-imagenet": "mini-ImageNet has no official download; see the message of `python -m bench run mini-imagenet-5w1s`",
 }
@@ -36,9 +31,9 @@ NOT_DOWNLOADABLE = {
 def downloads(dataset: str) -> dict[str, tuple[str, str]]:
     if dataset in NOT_DOWNLOADABLE:
         raise BenchError(NOT_DOWNLOADABLE[dataset])
-    if dataset not in DATASET_MODULES:
-        raise BenchError(f"unknown dataset {dataset!r}; {did_you_mean(dataset, [*DATASET_MODULES, *NOT_DOWNLOADABLE])}")
-    return importlib.import_module(DATASET_MODULES[dataset]).DOWNLOADS
+    if dataset not in DATA_MODULES:
+        raise BenchError(f"unknown dataset {dataset!r}; {did_you_mean(dataset, list(DATA_MODULES))}")
+    return dataset_module(dataset).DOWNLOADS
 
 
 def checksum_matches(path: Path, expected: str) -> bool:

@@ -1,49 +1,46 @@
-"""Dataset readers for the classification suites."""
+"""Dataset readers for the classification suites, one module per data kind.
+
+``DATA_MODULES`` maps a suite's ``data.kind`` to its module. Every module there provides
+``required_files(config)`` (raises a ``BenchError`` saying what to fetch when something is missing)
+and ``class_sizes(config)`` (examples per class per split, without decoding any); the image kinds
+provide ``load_split_images(config)``, and the downloadable ones ``DOWNLOADS``. Modules are imported
+when a suite of their kind is used, so a missing optional dependency of one kind never blocks another.
+"""
 
 from __future__ import annotations
+
+import importlib
+from types import ModuleType
 
 from bench.config import Normalization, Suite
 from bench.datasets.base import ClassImages, cache_dir, data_dir
 
+DATA_MODULES = {
+    "omniglot": "bench.datasets.omniglot",
+    "tiny-imagenet": "bench.datasets.tiny_imagenet",
+    "mini-imagenet": "bench.datasets.mini_imagenet",
+    "text": "bench.datasets.text",
+}
+
+
+def dataset_module(kind: str) -> ModuleType | None:
+    """The reader module of a data kind (None for generated data such as sine)."""
+    return importlib.import_module(DATA_MODULES[kind]) if kind in DATA_MODULES else None
+
 
 def check_available(suite: Suite) -> None:
     """Raise a ``BenchError`` saying what to download, before any work, when the data is missing."""
-    if suite.data.kind == "omniglot":
-        from bench.datasets.omniglot import required_files
-
-        required_files(suite.data)
-    elif suite.data.kind == "tiny-imagenet":
-        from bench.datasets.tiny_imagenet import required_files as tiny_files
-
-        tiny_files(suite.data)
-    elif suite.data.kind == "mini-imagenet":
-        from bench.datasets.mini_imagenet import required_files as mini_files
-
-        mini_files(suite.data)
-    elif suite.data.kind == "text":
-        from bench.datasets.text import required_files as text_files
-
-        text_files(suite.data)
+    if module := dataset_module(suite.data.kind):
+        module.required_files(suite.data)
 
 
 def load_classification_data(suite: Suite) -> tuple[ClassImages, dict[str, list[int]], Normalization | None]:
     """The suite's images, each split's class indices into them, and the pixel normalisation."""
-    if suite.data.kind == "omniglot":
-        from bench.datasets.omniglot import load_split_images
-
-        data, splits = load_split_images(suite.data)
-        return data, splits, suite.data.normalization
-    if suite.data.kind == "tiny-imagenet":
-        from bench.datasets.tiny_imagenet import load_split_images as tiny_images
-
-        data, splits = tiny_images(suite.data)
-        return data, splits, suite.data.normalization
-    if suite.data.kind == "mini-imagenet":
-        from bench.datasets.mini_imagenet import load_split_images as mini_images
-
-        data, splits = mini_images(suite.data)
-        return data, splits, suite.data.normalization
-    raise AssertionError(f"no image dataset reader for data kind {suite.data.kind!r}")
+    module = dataset_module(suite.data.kind)
+    if module is None or not hasattr(module, "load_split_images"):
+        raise AssertionError(f"no image dataset reader for data kind {suite.data.kind!r}")
+    data, splits = module.load_split_images(suite.data)
+    return data, splits, suite.data.normalization
 
 
-__all__ = ["ClassImages", "cache_dir", "data_dir", "load_classification_data"]
+__all__ = ["DATA_MODULES", "ClassImages", "cache_dir", "data_dir", "dataset_module", "load_classification_data"]

@@ -272,6 +272,11 @@ def load_classes(config: MiniImageNetData) -> ClassImages:
     return cached("mini-imagenet", key, build)
 
 
+def class_sizes(config: MiniImageNetData) -> dict[str, dict[str, int]]:
+    """Images of each class of each split: Ravi and Larochelle's split, as the suite file fixes it."""
+    return {s: {f"{s} class {i + 1}": config.images_per_class for i in range(RAVI_CLASSES[s])} for s in SPLITS}
+
+
 def load_split_images(config: MiniImageNetData) -> tuple[ClassImages, dict[str, list[int]]]:
     """All classes as one ClassImages, and each split's class indices into it."""
     data = load_classes(config)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,8 @@ from bench.config import OmniglotData
 from bench.datasets.base import ZIP_ERRORS, ClassImages, cache_key, cached, data_dir, file_sha256, require_files
 from bench.datasets.verify import verify_official
 from bench.errors import BenchError
+
+SPLITS = ("train", "val", "test")
 
 # Official sources; the MD5s are those torchvision's Omniglot dataset checks.
 DOWNLOADS = {
@@ -124,6 +126,22 @@ def split_classes(config: OmniglotData, characters: list[str]) -> dict[str, list
                 raise BenchError(f"Omniglot class {name} is in both {seen[name]!r} and {split!r} splits")
             seen[name] = split
     return out
+
+
+def class_sizes(config: OmniglotData) -> dict[str, dict[str, int]]:
+    """Drawings of each class of each split, from the archives' listings (no image decoded)."""
+    drawings: Counter[str] = Counter()
+    for path in required_files(config):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except ZIP_ERRORS as exc:
+            raise BenchError(f"{path}: not a readable zip archive ({exc}); download it again") from None
+        for member in names:
+            if match := MEMBER.match(member):
+                drawings[f"{match[1]}/{match[2]}"] += 1
+    splits = split_classes(config, sorted(drawings))
+    return {s: {name: drawings[name.rsplit("/", 1)[0]] for name in splits.get(s, [])} for s in SPLITS}
 
 
 def load_split_images(config: OmniglotData) -> tuple[ClassImages, dict[str, list[int]]]:

@@ -9,11 +9,7 @@ alike, and that the task sources raise too if the data changed in between.
 
 from __future__ import annotations
 
-import zipfile
-from collections import Counter
-
 from bench.config import Suite
-from bench.datasets.base import ZIP_ERRORS
 from bench.errors import BenchError
 
 SPLITS = ("train", "val", "test")
@@ -21,35 +17,10 @@ SPLITS = ("train", "val", "test")
 
 def class_sizes(suite: Suite) -> dict[str, dict[str, int]] | None:
     """Examples of each class (by name), per split, for a classification suite (None for regression)."""
-    data = suite.data
-    if data.kind == "omniglot":
-        from bench.datasets.omniglot import MEMBER, required_files, split_classes
+    from bench.datasets import dataset_module
 
-        drawings: Counter[str] = Counter()
-        for path in required_files(data):
-            try:
-                with zipfile.ZipFile(path) as archive:
-                    names = archive.namelist()
-            except ZIP_ERRORS as exc:
-                raise BenchError(f"{path}: not a readable zip archive ({exc}); download it again") from None
-            for member in names:
-                if match := MEMBER.match(member):
-                    drawings[f"{match[1]}/{match[2]}"] += 1
-        splits = split_classes(data, sorted(drawings))
-        return {s: {name: drawings[name.rsplit("/", 1)[0]] for name in splits.get(s, [])} for s in SPLITS}
-    if data.kind == "tiny-imagenet":
-        return {s: dict.fromkeys(data.split.get(s, ()), data.images_per_class) for s in SPLITS}
-    if data.kind == "mini-imagenet":
-        from bench.datasets.mini_imagenet import RAVI_CLASSES
-
-        return {s: {f"{s} class {i + 1}": data.images_per_class for i in range(RAVI_CLASSES[s])} for s in SPLITS}
-    if data.kind == "text":
-        from bench.datasets.text import load_examples, split_members
-
-        examples = load_examples(data)
-        sizes = examples.class_sizes()
-        return {s: {c: sizes[c] for c in classes} for s, classes in split_members(data, examples).items()}
-    return None
+    module = dataset_module(suite.data.kind)
+    return module.class_sizes(suite.data) if module is not None else None
 
 
 def shape_problem(suite: Suite, split: str, sizes: dict[str, int]) -> str | None:

@@ -191,3 +191,10 @@ def split_members(config: TextData, examples: TextExamples) -> dict[str, list[st
             raise BenchError(f"text data {', '.join(config.files)}: split {split!r} lists class {unknown[0]!r}, which has "
                              f"no examples in the files (classes there: {', '.join(sorted(sizes)[:8])}...)")
     return {split: list(config.split[split]) for split in ("train", "val", "test")}
+
+
+def class_sizes(config: TextData) -> dict[str, dict[str, int]]:
+    """Examples of each class of each split (reads the text files)."""
+    examples = load_examples(config)
+    sizes = examples.class_sizes()
+    return {s: {c: sizes[c] for c in classes} for s, classes in split_members(config, examples).items()}

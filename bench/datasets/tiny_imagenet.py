@@ -127,6 +127,11 @@ def load_classes(config: TinyImageNetData) -> ClassImages:
     return cached("tiny-imagenet", key, lambda: _decode(path, selected, config))
 
 
+def class_sizes(config: TinyImageNetData) -> dict[str, dict[str, int]]:
+    """Images of each class of each split, as the suite file fixes them."""
+    return {s: dict.fromkeys(config.split.get(s, ()), config.images_per_class) for s in ("train", "val", "test")}
+
+
 def load_split_images(config: TinyImageNetData) -> tuple[ClassImages, dict[str, list[int]]]:
     """All classes as one ClassImages, and each split's class indices into it."""
     data = load_classes(config)

@@ -19,7 +19,8 @@ class SineTasks:
     eval_chunk = None  # 600 sine tasks are small; one batch keeps the recorded hashes comparable
     in_shape = (1,)
 
-    def __init__(self, suite: Suite) -> None:
+    def __init__(self, suite: Suite, device: torch.device | None = None) -> None:
+        del device  # drawn on the host (the episode hashes are of host tensors); the runner moves them
         self.suite_name = suite.name
         self.config = suite.data
         self.shots = suite.shots
