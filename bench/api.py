@@ -1,20 +1,56 @@
-"""The Python API the CLI is a thin layer over; notebooks can call these directly."""
+"""The Python API: every ``python -m bench`` command is a thin call into one of these functions,
+which a notebook or a script can call too. They take and return plain values (records and
+summaries are dicts, as stored), check their input before any work and raise ``BenchError``
+with what to do when it is wrong::
+
+    from bench import api
+
+    records = api.run("sine", algorithms=["maml", "cnp"], tier="smoke", seeds=[0])
+    for meta, table in api.leaderboard("sine", tier="smoke"):  # one pandas DataFrame per protocol
+        print(meta["tier"], meta["metric"], table[["algorithm", "mean", "ci95"]], sep="\\n")
+    summary = api.check("sine", "results/baselines/sine-ci.json", algorithms=["maml"])
+    assert summary["passed"]
+"""
 
 from __future__ import annotations
 
 import json
+import logging
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+import torch
+
+from bench import check as checks
+from bench import cost as costs
+from bench import executors
+from bench import leaderboard as leaderboards
+from bench import perf as perf_core
+from bench import perf_chunks as chunk_choice
+from bench import perf_executors as executor_overhead
+from bench import reproduce as reruns
 from bench.algorithms import ALGORITHMS
-from bench.config import available_suites, load_suite
+from bench.cache import clear, describe
+from bench.config import TEXT_ENCODERS, available_suites, load_suite
 from bench.datasets import check_available
 from bench.datasets.shapes import check_episode_shapes, class_sizes
+from bench.download import download as download_dataset
+from bench.environment import environment, resolve_device
 from bench.errors import BenchError
-from bench.runner import check_suite_algorithms, execute, plan_run
+from bench.execution import ExecutionOptions
+from bench.executors import import_ray
+from bench.records import check_writable, utc_now, write_atomic
+from bench.report import build_report
+from bench.runner import RunPlan, check_suite_algorithms, plan_run
+
+log = logging.getLogger(__name__)
 
 
 def list_algorithms() -> list[dict[str, Any]]:
+    """Every registered algorithm: name, family, task types, one-line summary and module."""
     return [
         {
             "name": name,
@@ -28,6 +64,7 @@ def list_algorithms() -> list[dict[str, Any]]:
 
 
 def list_suites() -> list[dict[str, Any]]:
+    """Every suite under ``suites/``: name, version, task type, protocol, description and tiers."""
     out = []
     for name in available_suites():
         suite = load_suite(name)
@@ -70,6 +107,24 @@ def validate_suites(names: list[str] | None = None, without_data: list[str] | No
     return errors
 
 
+def plan(
+    suite: str,
+    algorithms: list[str] | None = None,
+    seeds: list[int] | None = None,
+    tier: str | None = None,
+    results_dir: Path | str = "results",
+    device: str = "auto",
+    overrides: list[str] | tuple[str, ...] = (),
+    execution: ExecutionOptions | None = None,
+    executor: Any = None,
+    dry_run: bool = False,
+) -> RunPlan:
+    """Check everything a run needs and return its plan (``plan.runs``: the (algorithm, seed) pairs;
+    ``plan.skipped``: the algorithms left out and why); ``dry_run`` builds no episodes."""
+    return plan_run(suite, algorithms, seeds, tier, results_dir, device, list(overrides), execution or ExecutionOptions(),
+                    dry_run=dry_run, executor=executor)
+
+
 def run(
     suite: str,
     algorithms: list[str] | None = None,
@@ -81,10 +136,152 @@ def run(
     progress: bool = True,
     executor: Any = None,
     resume: bool = False,
+    execution: ExecutionOptions | None = None,
 ) -> list[dict[str, Any]]:
     """Run ``algorithms`` (all that apply when None) on ``suite``; returns the run records.
 
     ``executor``: ``bench.executors.LocalExecutor()`` (the default) or ``RayExecutor(address, ...)``;
-    ``resume`` skips runs finished in ``results_dir`` and continues interrupted ones."""
-    plan = plan_run(suite, algorithms, seeds, tier, results_dir, device, overrides)
-    return execute(plan, progress=progress, executor=executor, resume=resume)
+    ``resume`` skips runs finished in ``results_dir`` and continues interrupted ones;
+    ``execution``: how the runs execute (task chunk, autocast, threads, ...), not what they compute."""
+    planned = plan(suite, algorithms, seeds, tier, results_dir, device, overrides, execution, executor)
+    return executors.execute(planned, progress=progress, executor=executor, resume=resume)
+
+
+def execute(planned: RunPlan, progress: bool = True, executor: Any = None, resume: bool = False) -> list[dict[str, Any]]:
+    """Run a plan from ``plan``; returns its records in plan order (see ``run``)."""
+    return executors.execute(planned, progress=progress, executor=executor, resume=resume)
+
+
+def leaderboard(suite: str, results_dir: Path | str = "results", tier: str | None = None
+                ) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """The suite's leaderboards from its stored records: one (description, table) per tier and protocol."""
+    return leaderboards.leaderboards(results_dir, suite_name(suite), tier)
+
+
+def render_leaderboard(tables: list[tuple[dict[str, Any], pd.DataFrame]], fmt: str = "table") -> str:
+    """``leaderboard``'s tables as text: ``table`` (aligned), ``markdown``, ``csv`` or ``json``."""
+    return leaderboards.render(tables, fmt)
+
+
+def suite_name(name_or_path: str) -> str:
+    """The name records are filed under: a suite file's (outside suites/ too) ``name``, else the name given."""
+    return load_suite(name_or_path).name if Path(name_or_path).suffix in (".yaml", ".yml") else name_or_path
+
+
+def report(results_dir: Path | str = "results", out: Path | str = "report", suites: list[str] | None = None) -> list[Path]:
+    """Write tables (Markdown, LaTeX, CSV), figures and ``index.html`` under ``out``; returns the files written."""
+    return build_report(Path(results_dir), Path(out), [suite_name(s) for s in suites] if suites else None)
+
+
+def check(suite: str, baseline: Path | str, tier: str | None = None, algorithms: list[str] | None = None,
+          overrides: list[str] | tuple[str, ...] = (), results_dir: Path | None = None, records: Path | None = None,
+          device: str = "auto", thresholds: checks.Thresholds | None = None, progress: bool = True,
+          executor: Any = None, threads: int | None = None, checkpoint_every: int | None = None) -> dict[str, Any]:
+    """Run the suite again (or take the records under ``records``) and compare with ``baseline``:
+    the summary's ``passed`` is False on a regression in the metric, throughput or memory."""
+    return checks.run_check(suite, Path(baseline), tier, algorithms, overrides, results_dir, records, device,
+                            thresholds or checks.Thresholds(), progress=progress, executor=executor, threads=threads,
+                            checkpoint_every=checkpoint_every)
+
+
+def baseline(suite: str, tier: str = "smoke", out: Path | None = None, algorithms: list[str] | None = None,
+             seeds: list[int] | None = None, overrides: list[str] | tuple[str, ...] = (),
+             results_dir: Path = Path("results"), from_records: bool = False, replace: bool = False,
+             device: str = "auto", progress: bool = True) -> tuple[checks.Baseline, Path]:
+    """Run a suite tier (or take its stored records) and write the baseline file ``check`` compares with."""
+    return checks.make_baseline(suite, tier, out, algorithms, seeds, overrides, results_dir, from_records, replace,
+                                device, progress)
+
+
+def reproduce(records: list[Path], results_dir: Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Rerun what each record says and compare the per-episode results (``all_identical`` in the summary)."""
+    return reruns.reproduce(records, results_dir, progress=progress)
+
+
+def _save(record: dict[str, Any], results_dir: Path, prefix: str, save: Callable[[dict[str, Any], Path], None]) -> Path:
+    path = Path(results_dir) / "perf" / f"{prefix}-{record['created_at'].replace(':', '')}.json"
+    save(record, path)
+    log.info("record: %s", path)
+    return path
+
+
+def perf(device: str = "auto", quick: bool = False, rounds: int | None = None, memory: bool = True,
+         results_dir: Path | str = "results", save: bool = True) -> tuple[dict[str, Any], Path | None]:
+    """Time our gradient-based core against learn2learn side by side; the perf record and where it was stored."""
+    resolved = resolve_device(device)
+    if save:
+        check_writable(Path(results_dir))
+    record = perf_core.run_perf(resolved, quick=quick, rounds=rounds, memory=memory)
+    return record, _save(record, Path(results_dir), "perf", perf_core.save) if save else None
+
+
+def perf_executors(suite: str = "sine", tier: str = "smoke", algorithms: list[str] | None = None,
+                   seeds: list[int] | None = None, rounds: int = 2, results_dir: Path | str = "results",
+                   save: bool = True) -> tuple[dict[str, Any], Path | None]:
+    """Time the Ray executor against the local one on a grid of runs (Ray must be installed)."""
+    import_ray()
+    with tempfile.TemporaryDirectory() as scratch:  # bad input fails here, before any timing
+        plan(suite, algorithms, seeds, tier, scratch, "cpu")
+    if save:
+        check_writable(Path(results_dir))
+    record = executor_overhead.measure(suite, tier, algorithms, seeds, rounds)
+    return record, _save(record, Path(results_dir), "executors", executor_overhead.save) if save else None
+
+
+def perf_chunks(suite: str = "sine", tier: str = "standard", algorithms: tuple[str, ...] = ("metasgd", "reptile", "maml"),
+                load: int = 3, choices: int = 5, results_dir: Path | str = "results",
+                save: bool = True) -> tuple[dict[str, Any], Path | None]:
+    """Check that the task-chunk choice holds with ``load`` CPU-bound processes beside it (``passed``)."""
+    with tempfile.TemporaryDirectory() as scratch:
+        plan(suite, list(algorithms), [0], tier, scratch, "cpu")
+    if save:
+        check_writable(Path(results_dir))
+    record = chunk_choice.measure(suite, tier, tuple(algorithms), load, choices)
+    return record, _save(record, Path(results_dir), "chunks", chunk_choice.save) if save else None
+
+
+def cost(suites: list[str], tier: str = "standard", encoder: str | None = None, results_dir: Path | str = "results",
+         save: bool = True, progress: Callable[[str], None] = log.info) -> tuple[list[dict[str, Any]], Path | None]:
+    """Project each suite tier's wall time on this machine from a few timed steps (``suites``: names,
+    or ``["all"]``); suites whose data is missing are reported as not measured. The record is
+    rewritten after every suite, so an interrupted ``cost all`` keeps what it measured."""
+    names = available_suites() if suites == ["all"] else suites
+    for name in names:
+        load_suite(name, tier=tier)  # every name and tier is checked before any timing
+    results_path = Path(results_dir)
+    if save:
+        check_writable(results_path)
+    results: list[dict[str, Any]] = []
+    created_at = utc_now()
+    path = results_path / "cost" / f"cost-{tier}-{created_at.replace(':', '')}.json"
+
+    def store() -> None:
+        if save:
+            record = {"created_at": created_at, "environment": environment(torch.device("cpu")), "suites": results}
+            write_atomic(path, json.dumps(record, indent=1) + "\n")
+
+    for name in names:
+        suite = load_suite(name, tier=tier)
+        if suite.task_type == "classification":
+            try:
+                check_available(suite)
+            except BenchError as exc:
+                log.warning("%s: not measured: %s", name, str(exc).splitlines()[0])
+                results.append({"suite": name, "tier": tier, "encoder": None, "not_measured": str(exc).splitlines()[0]})
+                store()
+                continue
+        for chosen in [encoder] if encoder else (list(TEXT_ENCODERS) if suite.model.kind == "text" else [None]):
+            progress(f"{name} ({tier} tier{f', {chosen}' if chosen else ''})")
+            results.append(costs.suite_cost(name, tier, chosen, results_dir=results_path, progress=progress))
+            store()
+    return results, path if save else None
+
+
+def download(dataset: str, data_dir: Path | None = None, force: bool = False) -> list[Path]:
+    """Fetch a dataset's official archives into the data directory, checking their checksums."""
+    return download_dataset(dataset, data_dir, force)
+
+
+def cache(action: str, what: str = "task-chunk") -> list[str]:
+    """``show`` what ``$BENCH_CACHE_DIR`` holds, or ``clear`` the task-chunk choices, the prepared data, or ``all``."""
+    return [describe()] if action == "show" else clear(what)

@@ -29,6 +29,7 @@ import numpy as np
 from bench import entries, records
 from bench.errors import BenchError
 from bench.execution import recorded_eval_chunk
+from bench.formatting import relative_path, significant
 from bench.stats import paired_p_value
 
 BASELINE_FORMAT = 1
@@ -179,15 +180,8 @@ def _entry(runs: list[dict[str, Any]]) -> Entry:
         test_seconds=_mean([r["timing"].get("test_seconds") for r in runs]),
         peak_mem_mb=max(r["memory"]["peak_mb"] for r in runs),
         machine_class=classes[0] if all(c == classes[0] for c in classes) else None,
-        records=[_display_path(Path(r["_path"])) for r in runs],
+        records=[relative_path(Path(r["_path"]), Path.cwd()) for r in runs],
     )
-
-
-def _display_path(path: Path) -> str:
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
 
 
 @dataclass
@@ -352,10 +346,6 @@ def _only(values: Any) -> Any:
     return values[0] if values and all(v == values[0] for v in values) else None
 
 
-def _number(value: float | None, digits: int = 4) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}g}"
-
-
 def render_markdown(summary: dict[str, Any]) -> str:
     verdict = "PASSED" if summary["passed"] else f"FAILED: regression in {', '.join(summary['regressions'])}"
     t = summary["thresholds"]
@@ -391,8 +381,9 @@ def render_markdown(summary: dict[str, Any]) -> str:
             notes.append(f"training seeds differ: baseline {','.join(map(str, row['seeds']['baseline']))}, "
                          f"new {','.join(map(str, row['seeds']['new']))}")
         lines.append(
-            f"| {row['algorithm']} | **{row['verdict']}** | {m['metric']} {_number(m['baseline'])} -> {_number(m['new'])} | "
-            f"{m['improvement'] + 0.0:+.3g} | {_number(m['min_effect']['in_metric_units'], 3)} | {_number(m['p_worse'], 2)} | "
+            f"| {row['algorithm']} | **{row['verdict']}** | {m['metric']} {significant(m['baseline'], 4)} -> "
+            f"{significant(m['new'], 4)} | {m['improvement'] + 0.0:+.3g} | "
+            f"{significant(m['min_effect']['in_metric_units'], 3)} | {significant(m['p_worse'], 2)} | "
             + " | ".join(ratios) + f" | {'; '.join(notes)} |")
     return "\n".join(lines) + "\n"
 
@@ -419,7 +410,8 @@ def run_check(suite_name: str, baseline_path: Path, tier: str | None = None, alg
     Everything that can be wrong with the input is checked before any run starts."""
     from bench.config import load_suite
     from bench.execution import ExecutionOptions
-    from bench.runner import Overrides, execute, plan_run
+    from bench.executors import execute
+    from bench.runner import Overrides, plan_run
 
     thresholds.check()
     name = load_suite(suite_name).name  # a suite file's records are filed under its name
@@ -467,7 +459,8 @@ def make_baseline(suite_name: str, tier: str, out: Path | None = None, algorithm
     """Run the suite into ``results_dir`` (or take its records) and write the baseline file."""
     from bench.config import load_suite
     from bench.environment import git_state
-    from bench.runner import execute, plan_run
+    from bench.executors import execute
+    from bench.runner import plan_run
 
     suite = load_suite(suite_name, tier=tier)
     out = out or Path("results") / "baselines" / f"{suite.name}-{tier}.json"

@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from bench.errors import BenchError, did_you_mean
+from bench.formatting import relative_path
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 TIERS = ("smoke", "ci", "standard", "paper")
@@ -283,6 +284,10 @@ class ResNet12Model(StrictModel):
         return self
 
 
+TextEncoder = Literal["minilm", "wordcnn"]
+TEXT_ENCODERS: tuple[str, ...] = get_args(TextEncoder)
+
+
 class TextModel(StrictModel):
     """A sentence encoder, then trainable layers of widths ``hidden`` (ReLU) and a linear head.
 
@@ -299,7 +304,7 @@ class TextModel(StrictModel):
     """
 
     kind: Literal["text"]
-    encoder: Literal["minilm", "wordcnn"] = "minilm"
+    encoder: TextEncoder = "minilm"
     hidden: tuple[int, ...] = (256,)
     embedding_dim: int = Field(default=64, ge=1)
     filters: int = Field(default=128, ge=1)
@@ -559,14 +564,6 @@ def _format_validation_error(path: Path | str, exc: ValidationError, model: type
     return f"{path}: field {location!r}: {message}{got}"
 
 
-def _display_path(path: Path) -> str:
-    """Suite files of the project are named relative to it, so records do not depend on the checkout."""
-    try:
-        return str(path.resolve().relative_to(SUITES_DIR.parent))
-    except ValueError:
-        return str(path)
-
-
 def suite_path(name_or_path: str, suites_dir: Path = SUITES_DIR) -> Path:
     candidate = Path(name_or_path)
     try:
@@ -632,7 +629,7 @@ def load_suite(
         raw = _set_path(raw, key.split("."), value, path)
     raw.update(
         tier=chosen,
-        source_file=_display_path(path),
+        source_file=relative_path(path, SUITES_DIR.parent),  # records name project suites independently of the checkout
         # Over every file read, includes too (for a file without includes: the file's own SHA-256).
         file_sha256=hashlib.sha256(b"".join(read)).hexdigest(),
         overrides=tuple(override_texts),

@@ -170,10 +170,19 @@ def _checkpoint(plan: RunPlan, record: dict[str, Any]) -> Path | None:
     return checkpoint_path(plan.results_dir, plan.suite.name, str(plan.suite.tier), record["run_id"])
 
 
+def execute(plan: RunPlan, progress: bool = True, executor: Executor | None = None,
+            resume: bool = False) -> list[dict[str, Any]]:
+    """Run every planned (algorithm, seed) with ``executor`` (default: this process, one after
+    another); returns their records in the plan's order. With ``resume``, runs finished in
+    ``plan.results_dir`` are skipped (their records returned) and interrupted ones continued."""
+    return run_plan(plan, executor or LocalExecutor(), progress=progress, resume=resume)
+
+
 def run_plan(plan: RunPlan, executor: Executor, progress: bool = True, resume: bool = False) -> list[dict[str, Any]]:
     """Run the plan's jobs with ``executor``; the records in plan order (with ``resume``, finished
     ones as stored; jobs another process is running are left out)."""
-    executor.check(plan)
+    if plan.checked_for != executor.name:  # a plan made without it (the Python API)
+        executor.check(plan)
     if plan.device.type == "cuda":
         torch.backends.cudnn.deterministic = True
         torch.backends.cudnn.benchmark = False
@@ -310,7 +319,7 @@ class RayExecutor:
                                             max_retries=self.retries, retry_exceptions=False)
         threads = plan.execution.threads or max(1, int(self.cpus_per_job))
         shipped = dataclasses.replace(plan, episodes=None, execution=dataclasses.replace(plan.execution, threads=threads))
-        device = plan.device.type if plan.device.type != "cuda" else "cuda"  # each worker uses its own GPU
+        device = plan.device.type  # "cuda", not the driver's "cuda:N": each worker uses the GPU Ray gives it
         pending: dict[Any, Job] = {}
         for job in jobs:
             if not start(job):

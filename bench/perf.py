@@ -33,7 +33,7 @@ from torch import nn
 
 from bench.config import load_suite
 from bench.errors import BenchError
-from bench.execution import ExecutionOptions, autocast, choose_task_chunk, cpu_has_native_bf16
+from bench.execution import ExecutionOptions, autocast, choose_task_chunk, chunk_candidates, cpu_has_native_bf16
 from bench.timing import SegmentTimer, resident_mb
 
 log = logging.getLogger(__name__)
@@ -244,43 +244,45 @@ def flops_per_task(setting: Setting, device: torch.device, batch) -> float:
 
 
 def network_floor(setting: Setting, device: torch.device, batch, rounds: int) -> dict[str, Any]:
-    """The plain network's training step (forward, cross-entropy, backward; no adaptation) on query
-    images, in both memory layouts, one task's queries per call and the whole meta-batch's in one
-    call, timed in interleaved rounds. Every implementation compared contains this step for every
-    task (the query loss at the adapted weights, back-propagated), and adds to it the support steps
-    and the second-order terms, so the fastest variant's rate in tasks/s is a measured ceiling for
-    their rates on this machine: unlike the compute bound, it charges the memory-bound passes
-    (batch norm, pooling, ReLU) and the convolutions' real efficiency on these small maps."""
+    """The query step alone: the network's forward, loss and backward on a task's query images at
+    the meta-parameters, with no support step and no second-order terms, timed in interleaved
+    rounds: learn2learn's network (the plain ``nn.Sequential``, one task per call, in both memory
+    layouts) and ours (the functional Conv-4 with per-task parameters, as meta-training calls it,
+    at every candidate task chunk). Every implementation compared runs its network's query step for
+    every task and adds the support steps and the second-order terms to it, so the fastest rate
+    here is what an implementation on these networks would reach if those cost nothing: where it
+    is below twice learn2learn's rate, no change outside the network evaluation reaches 2x."""
+    from bench.algorithms.gradient import per_task
+
     suite = perf_suite(setting.quick)
-    model = plain_conv4(suite.model.filters, suite.ways).to(device)
-    variants = []
-    for layout in (torch.contiguous_format, torch.channels_last):
-        in_layout = copy.deepcopy(model).to(memory_format=layout)
-        for tasks in (1, len(batch)):
-            x = batch.query_x[:tasks].flatten(0, 1).contiguous(memory_format=layout)
-            variants.append(_FloorStep(in_layout, x, batch.query_y[:tasks].flatten(), tasks, layout))
+    plain = plain_conv4(suite.model.filters, suite.ways).to(device)
+    ours = Implementation(replace(setting, implementation="ours"), device, batch).ours
+    variants: list[_QueryStep] = []
+    for layout, name in ((torch.contiguous_format, "contiguous"), (torch.channels_last, "channels_last")):
+        network = copy.deepcopy(plain).to(memory_format=layout)
+        x = batch.query_x[0].contiguous(memory_format=layout)
+        variants.append(_QueryStep(f"learn2learn's network, {name}, 1 task per call", 1, device, network.parameters(),
+                                   lambda network=network, x=x: F.cross_entropy(network(x), batch.query_y[0])))
+    for chunk in chunk_candidates(len(batch)):  # every chunk an implementation here may run at
+        tasks = batch.slice(0, chunk)
+        variants.append(_QueryStep(
+            f"ours, {chunk} task(s) per call", chunk, device, ours.parameters(),
+            lambda tasks=tasks, chunk=chunk: ours.problem.loss(ours.backbone.functional(
+                per_task(ours.backbone.params(), chunk), tasks.query_x), tasks.query_y).mean()))
     seconds = interleaved_seconds(variants, rounds)
-    rows = [{"layout": "channels_last" if v.layout == torch.channels_last else "contiguous", "tasks_per_call": v.tasks,
-             "images_per_call": len(v.x), "tasks_per_s": round(v.tasks / statistics.median(t), 2)}
+    rows = [{"variant": v.label, "tasks_per_call": v.tasks, "tasks_per_s": round(v.tasks / statistics.median(t), 2)}
             for v, t in zip(variants, seconds, strict=True)]
     return {"variants": rows, "tasks_per_s": max(r["tasks_per_s"] for r in rows)}
 
 
-@dataclass
-class _FloorStep:
-    model: nn.Module
-    x: torch.Tensor
-    y: torch.Tensor
-    tasks: int
-    layout: torch.memory_format
-
-    @property
-    def device(self) -> torch.device:
-        return self.x.device
+class _QueryStep:
+    def __init__(self, label: str, tasks: int, device: torch.device, parameters, loss: Callable[[], torch.Tensor]) -> None:
+        self.label, self.tasks, self.device, self.parameters, self.loss = label, tasks, device, list(parameters), loss
 
     def step(self) -> None:
-        self.model.zero_grad(set_to_none=True)
-        F.cross_entropy(self.model(self.x), self.y).backward()
+        for parameter in self.parameters:
+            parameter.grad = None
+        self.loss().backward()
 
 
 def profile_ops(implementation: Implementation, top: int = 8) -> list[dict[str, Any]]:
@@ -422,7 +424,7 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
     fastest_ours: dict[str, Implementation] = {}  # per method, the measured-choice implementation (for the data share)
     record_extra: dict[str, Any] = {}
     groups = comparisons(quick)
-    progress(f"network floor: the plain network's training step on the query images, {rounds} interleaved round(s)")
+    progress(f"the query step alone (network floor), {rounds} interleaved round(s)")
     floor = network_floor(groups[0].settings[0], device, batch, rounds)
     for group in groups:
         progress(f"{group.title}: {len(group.settings)} implementation(s), {rounds} interleaved round(s)")
@@ -652,12 +654,12 @@ def render(record: dict[str, Any]) -> str:
                      f"{bound['max_speedup_vs_l2l']}x learn2learn.")
     if record.get("network_floor"):
         floor = record["network_floor"]
-        best = max(floor["variants"], key=lambda v: v["tasks_per_s"])
-        lines.append(f"\nNetwork floor: the plain network's training step on the query images alone (no adaptation, "
-                     f"no second-order terms) runs at most {floor['tasks_per_s']} tasks/s = {floor['max_speedup_vs_l2l']}x "
-                     f"learn2learn's {floor['configuration']} ({best['layout']}, {best['tasks_per_call']} task(s) per call; "
-                     + ", ".join(f"{v['layout']} x{v['tasks_per_call']}: {v['tasks_per_s']}" for v in floor["variants"])
-                     + "). Every implementation above contains that step for every task.")
+        lines.append("\nThe query step alone (forward, loss and backward on the query images at the meta-parameters; "
+                     "no support step, no second-order terms), tasks/s: "
+                     + "; ".join(f"{v['variant']}: {v['tasks_per_s']}" for v in floor["variants"])
+                     + f". Every implementation above runs its network's query step for every task, so on these "
+                     f"networks none can pass {floor['tasks_per_s']} tasks/s = {floor['max_speedup_vs_l2l']}x "
+                     f"learn2learn's {floor['configuration']}, whatever its support steps and second-order terms cost.")
     for profile in record.get("profiles") or ([record["profile"]] if record.get("profile") else []):
         chosen = profile.get("task_chunk") and "chunk auto" in profile["implementation"]
         chunk = f" -> chunk {profile['task_chunk']}" if chosen or "profiles" not in record else ""

@@ -30,8 +30,8 @@ import torch
 from bench import records
 from bench.environment import environment, git_state
 from bench.execution import ExecutionOptions
-from bench.executors import LocalExecutor, RayExecutor, import_ray
-from bench.runner import execute, plan_run
+from bench.executors import LocalExecutor, RayExecutor, execute, import_ray
+from bench.runner import plan_run
 
 FORMAT = 1
 CONFIGURATIONS = ("local-1t", "ray-1w", "local", "ray-2w")

@@ -33,6 +33,7 @@ import pandas as pd
 from bench import figures, leaderboard, records
 from bench.environment import git_state
 from bench.errors import BenchError
+from bench.formatting import significant
 
 log = logging.getLogger("bench.report")
 
@@ -60,15 +61,6 @@ def entry_records(stored: list[dict[str, Any]], description: dict[str, Any]) -> 
 
 
 # --- tables -------------------------------------------------------------------------------------
-
-def _number(value: Any, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    value = float(value)
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    return f"{value:.{digits}g}"
-
 
 def _decimals(value: float, metric: str) -> int:
     """Accuracy in % to 2 decimals; an MSE to 3 significant digits of ``value``."""
@@ -111,9 +103,9 @@ def paper_table(description: dict[str, Any], table: pd.DataFrame) -> tuple[pd.Da
     columns |= {
         "seed std": [_metric(v, metric, decimals=d) for v, d in zip(table["seed_std"], places, strict=True)],
         "seeds": [str(n) for n in table["n_seeds"]],
-        "meta-train tasks/s": [_number(v) for v in table["meta_train_tasks_per_s"]],
-        "test episodes/s": [_number(v) for v in table["test_tasks_per_s"]],
-        "peak memory (MB)": [_number(v) for v in table["peak_mem_mb"]],
+        "meta-train tasks/s": [significant(v, 3, whole_from=100) for v in table["meta_train_tasks_per_s"]],
+        "test episodes/s": [significant(v, 3, whole_from=100) for v in table["test_tasks_per_s"]],
+        "peak memory (MB)": [significant(v, 3, whole_from=100) for v in table["peak_mem_mb"]],
     }
     if any(published_cells):
         columns["published"] = published_cells
@@ -162,17 +154,18 @@ def latex(caption: str, label: str, table: pd.DataFrame, notes: list[str]) -> st
 
 # --- figures ------------------------------------------------------------------------------------
 
+MODEL_NAMES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "conv4": lambda model: f"Conv-4-{model.get('filters')}",
+    "resnet12": lambda model: "ResNet-12",
+    "mlp": lambda model: "MLP " + "-".join(str(w) for w in model.get("hidden", [])),
+    "text": lambda model: ENCODER_NAMES.get(model.get("encoder"), str(model.get("encoder"))),
+}
+ENCODER_NAMES = {"minilm": "MiniLM", "wordcnn": "word-CNN"}
+
+
 def _model(model: dict[str, Any]) -> str:
     kind = model.get("kind")
-    if kind == "conv4":
-        return f"Conv-4-{model.get('filters')}"
-    if kind == "resnet12":
-        return "ResNet-12"
-    if kind == "mlp":
-        return "MLP " + "-".join(str(w) for w in model.get("hidden", []))
-    if kind == "text":
-        return "MiniLM" if model.get("encoder") == "minilm" else "word-CNN"
-    return str(kind)
+    return MODEL_NAMES[kind](model) if kind in MODEL_NAMES else str(kind)
 
 
 SHORT_KEYS = {"test_inner_steps": "test steps", "meta_batch_size": "meta-batch", "train_ways": "train ways",

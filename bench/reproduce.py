@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,7 +30,9 @@ from bench.config import BUDGET_FIELDS, load_suite
 from bench.environment import PROJECT_ROOT, environment
 from bench.errors import BenchError
 from bench.execution import ExecutionOptions, recorded_eval_chunk
-from bench.runner import RunPlan, execute, plan_run
+from bench.executors import execute
+from bench.formatting import significant
+from bench.runner import RunPlan, plan_run
 
 log = logging.getLogger(__name__)
 
@@ -164,10 +165,6 @@ def reproduce(paths: list[Path], results_dir: Path | None = None, progress: bool
             "all_identical": all(r["identical"] for r in rows)}
 
 
-def _number(value: float | None) -> str:
-    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3g}"
-
-
 def render(summary: dict[str, Any], scratch: bool = True) -> str:
     lines = ["| record | run | per-episode test values | max abs difference | mean: record -> rerun | "
              "what differs from the record's setup |", "|---|---|---|--:|---|---|"]
@@ -184,7 +181,7 @@ def render(summary: dict[str, Any], scratch: bool = True) -> str:
         setup = "; ".join(f"{k}: {a} -> {b}" for k, (a, b) in row["setup_differences"].items())
         setup = "; ".join(x for x in (setup, *row["notes"]) if x) or "nothing"
         old, new = row["mean"]
-        lines.append(f"| {row['record']} | {run} | {verdict} | {_number(row['max_abs_difference'])} | "
+        lines.append(f"| {row['record']} | {run} | {verdict} | {significant(row['max_abs_difference'])} | "
                      f"{old:.6g} -> {new:.6g} | {setup} |")
     verdict = ("all reruns bit-identical to their records" if summary["all_identical"]
                else "some reruns differ from their records (see why in the last column)")

@@ -14,7 +14,7 @@ import statistics
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,7 @@ class RunPlan:
     skipped: dict[str, str]
     episodes: Episodes | None = None  # built while planning, so impossible episode shapes fail there
     execution: ExecutionOptions = ExecutionOptions()
+    checked_for: str | None = None  # the executor whose check this plan passed while planning
 
 
 def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[type[Algorithm]], dict[str, str]]:
@@ -184,6 +185,7 @@ def plan_run(
     plan = RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes, execution)
     if executor is not None:
         executor.check(plan)  # e.g. Ray: resources no node has
+        plan = replace(plan, checked_for=executor.name)
     if not dry_run:
         records.check_writable(results_path, subdirs=output_dirs)
     return plan
@@ -404,126 +406,233 @@ def train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: d
         torch.set_num_threads(plan.execution.threads)
     record["environment"]["torch_threads"] = torch.get_num_threads()  # the run's, not the planning process's
     try:
-        return _train_and_test(plan, run, episodes, record, checkpoint, progress, on_configured)
+        return TrainingLoop(plan, run, episodes, record, checkpoint, progress, on_configured).run_to_end()
     finally:
         torch.set_num_threads(previous_threads)
 
 
-def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: dict[str, Any],
-                    checkpoint: Path | None, progress: bool,
-                    on_configured: Callable[[dict[str, Any]], None] | None) -> dict[str, Any]:
-    suite, device, options = plan.suite, plan.device, plan.execution
-    wall_start = time.perf_counter()
-    iteration = 0
-    try:
-        algorithm = build_algorithm(plan, run, episodes)
-        saved = load_checkpoint(checkpoint) if checkpoint is not None else None
-        planned = evaluation_episodes(suite) * sum(r.algorithm.name == run.algorithm.name for r in plan.runs)
-        record["execution"] = configure_execution(
-            algorithm, options, episodes.train(run.seed, 0), device, saved["execution"] if saved is not None else None,
-            (episodes.evaluation_sample, algorithm.evaluation_steps(suite.test_inner_steps), planned))
-        memory = PeakMemory(device)  # after the task-chunk measurement, whose peak is not the run's
-        train_timer, data_seconds = SegmentTimer(device), 0.0
-        curve: list[dict[str, Any]] = []
-        sign = 1.0 if suite.lower_is_better else -1.0
-        best_value, best_iteration, best_state = sign * math.inf, 0, _state_copy(algorithm)
-        running_loss = torch.zeros((), device=device)
-        first = 0
-        earlier_peak_mb, earlier_wall_s = 0.0, 0.0
-        if saved is not None:
-            algorithm.load_training_state(saved["training"])
-            first, curve = saved["iteration"], saved["curve"]
-            best_value, best_iteration, best_state = saved["best_value"], saved["best_iteration"], saved["best_state"]
-            running_loss = saved["running_loss"].to(device)
-            train_timer.restore(saved["train_segments"])
-            data_seconds, earlier_peak_mb, earlier_wall_s = saved["data_seconds"], saved["peak_mb"], saved["wall_time_s"]
-            wall_start -= earlier_wall_s
-            record["seeds"]["val_episodes"]["sha256"] = saved["val_sha256"]
-            # The resuming process's code and place: the record's `environment` is the first process's.
-            record.setdefault("resumed", []).append({"at_iteration": first, "at": records.utc_now(),
-                                                     "executor": record.get("executor"),
-                                                     "git_commit": git_state().get("commit")})
-            log.info("%s seed %d: continuing from its checkpoint at iteration %d", run.algorithm.name, run.seed, first)
-        if on_configured is not None:  # written now, so a continuation interrupted again keeps this one's entry
-            on_configured(record)
-        every = options.checkpoint_every if options.checkpoint_every is not None else suite.val_every
-        check_every = min(DIVERGENCE_CHECK_EVERY, suite.val_every)
+@dataclass
+class TrainingState:
+    """What a checkpoint holds: the record's execution choices, the algorithm's training state
+    (parameters, buffers, optimiser, generators), where meta-training stands and what it has
+    measured so far. Its fields are the checkpoint's keys: ``to_checkpoint`` and ``from_checkpoint``
+    are the only places that layout is written and read."""
+
+    iteration: int  # meta-iterations done
+    execution: dict[str, Any]
+    training: dict[str, Any]
+    curve: list[dict[str, Any]]
+    best_value: float
+    best_iteration: int
+    best_state: dict[str, torch.Tensor]
+    running_loss: torch.Tensor  # the loss summed since the last validation, on the host
+    train_segments: list[float]
+    data_seconds: float
+    peak_mb: float
+    wall_time_s: float
+    val_sha256: str | None
+    diverged_at: int = -1  # the first non-finite loss's iteration + 1 (absent from checkpoints before it was kept)
+
+    def to_checkpoint(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> TrainingState:
+        return cls(**{f.name: saved[f.name] for f in fields(cls) if f.name in saved})
+
+
+class TrainingLoop:
+    """One run: meta-train with model selection on validation episodes, then test and time; fills ``record``.
+
+    ``run_to_end`` is the whole of it; each stage is a short method: ``set_up`` (build the
+    algorithm, choose how it executes, continue from a checkpoint), ``train_step``,
+    ``check_divergence``, ``validate`` (and keep the best state), ``save_checkpoint``, ``test``
+    and ``complete_record``. The loop's progress lives on the object, and ``state`` /
+    ``resume_from`` convert it to and from a ``TrainingState``."""
+
+    def __init__(self, plan: RunPlan, run: PlannedRun, episodes: Episodes, record: dict[str, Any],
+                 checkpoint: Path | None = None, progress: bool = True,
+                 on_configured: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.plan, self.run, self.episodes, self.record = plan, run, episodes, record
+        self.suite, self.device, self.options = plan.suite, plan.device, plan.execution
+        self.checkpoint, self.progress, self.on_configured = checkpoint, progress, on_configured
+        self.wall_start = time.perf_counter()
+        self.iteration = 0  # the meta-iteration in progress (for interruption and failure messages)
+        self.done = 0  # meta-iterations done
+        self.curve: list[dict[str, Any]] = []
+        self.sign = 1.0 if self.suite.lower_is_better else -1.0
+
+    def run_to_end(self) -> dict[str, Any]:
+        """The record's status is ``completed``, ``diverged`` (non-finite loss: stopped, with the
+        iteration) or ``failed`` (with the traceback); a KeyboardInterrupt marks it ``interrupted``
+        and propagates."""
+        try:
+            self.set_up()
+            self.train()
+            per_task, test_seconds = self.test()
+            self.complete_record(per_task, test_seconds)
+        except KeyboardInterrupt:
+            self.record.update(status="interrupted", ended_at=records.utc_now(),
+                               error={"type": "KeyboardInterrupt", "message": f"interrupted at iteration {self.iteration}"},
+                               timing={"wall_time_s": self.wall_seconds()})
+            raise
+        except Diverged as exc:  # recorded as such, and kept out of leaderboards (only completed runs count)
+            log.error("%s seed %d diverged: %s", self.run.algorithm.name, self.run.seed, exc)
+            self.record.update(status="diverged", ended_at=records.utc_now(),
+                               diverged={"iteration": exc.iteration, "what": exc.phase, "value": str(exc.value)},
+                               training={"meta_iterations": self.suite.meta_iterations,
+                                         "stopped_at_iteration": self.iteration + 1, "curve": self.curve},
+                               error={"type": "Diverged", "message": str(exc), "iteration": exc.iteration},
+                               timing={"wall_time_s": self.wall_seconds()})
+        except Exception as exc:  # recorded, not swallowed: the record says failed, with the traceback
+            log.error("%s seed %d failed: %s: %s", self.run.algorithm.name, self.run.seed, type(exc).__name__, exc)
+            self.record.update(status="failed", ended_at=records.utc_now(),
+                               error={"type": type(exc).__name__, "message": str(exc), "iteration": self.iteration,
+                                      "traceback": traceback.format_exc()},
+                               timing={"wall_time_s": self.wall_seconds()})
+        return self.record
+
+    def wall_seconds(self) -> float:
+        return time.perf_counter() - self.wall_start
+
+    def set_up(self) -> None:
+        suite, run, device = self.suite, self.run, self.device
+        self.algorithm = build_algorithm(self.plan, run, self.episodes)
+        saved = load_checkpoint(self.checkpoint) if self.checkpoint is not None else None
+        planned = evaluation_episodes(suite) * sum(r.algorithm.name == run.algorithm.name for r in self.plan.runs)
+        self.eval_steps = self.algorithm.evaluation_steps(suite.test_inner_steps)
+        self.record["execution"] = configure_execution(
+            self.algorithm, self.options, self.episodes.train(run.seed, 0), device,
+            saved["execution"] if saved is not None else None, (self.episodes.evaluation_sample, self.eval_steps, planned))
+        self.memory = PeakMemory(device)  # after the task-chunk measurement, whose peak is not the run's
+        self.train_timer, self.data_seconds = SegmentTimer(device), 0.0
+        self.best_value, self.best_iteration, self.best_state = self.sign * math.inf, 0, _state_copy(self.algorithm)
+        self.running_loss = torch.zeros((), device=device)
         # The first non-finite loss's iteration, kept on the device: looking at it every step would sync every step.
-        diverged_at = torch.full((), -1, dtype=torch.long, device=device)
-        if saved is not None:  # a non-finite loss before the checkpoint, not yet looked at
-            diverged_at.fill_(saved.get("diverged_at", -1))
-        eval_steps = algorithm.evaluation_steps(suite.test_inner_steps)
-        bar = tqdm(total=suite.meta_iterations, initial=first, desc=f"{run.algorithm.name} seed {run.seed}",
-                   disable=None if progress else True, leave=False, unit="it")
-        algorithm.train()
-        for iteration in range(first, suite.meta_iterations):
-            timed = iteration >= suite.warmup_iterations
-            if timed:
-                train_timer.start()
-            data_start = time.perf_counter()
-            batch = episodes.train(run.seed, iteration)
-            data_seconds += time.perf_counter() - data_start if timed else 0.0
-            with autocast(options, device):
-                loss = torch.as_tensor(algorithm.meta_train_step(batch, iteration), device=device).detach()
-            if timed:
-                train_timer.stop()
-            running_loss += loss
-            diverged_at = torch.where((diverged_at < 0) & ~torch.isfinite(loss), iteration + 1, diverged_at)
+        self.diverged_at = torch.full((), -1, dtype=torch.long, device=device)
+        self.earlier_peak_mb = 0.0
+        if saved is not None:
+            self.resume_from(TrainingState.from_checkpoint(saved))
+        if self.on_configured is not None:  # written now, so a continuation interrupted again keeps this one's entry
+            self.on_configured(self.record)
+
+    def state(self) -> TrainingState:
+        return TrainingState(
+            iteration=self.done, execution=self.record["execution"], training=self.algorithm.training_state(),
+            curve=self.curve, best_value=self.best_value, best_iteration=self.best_iteration, best_state=self.best_state,
+            running_loss=self.running_loss.detach().cpu(), train_segments=self.train_timer.segment_seconds(),
+            data_seconds=self.data_seconds, peak_mb=self.peak_mb(), wall_time_s=self.wall_seconds(),
+            val_sha256=self.record["seeds"]["val_episodes"]["sha256"], diverged_at=int(self.diverged_at.item()))
+
+    def resume_from(self, saved: TrainingState) -> None:
+        self.algorithm.load_training_state(saved.training)
+        self.done, self.curve = saved.iteration, saved.curve
+        self.best_value, self.best_iteration, self.best_state = saved.best_value, saved.best_iteration, saved.best_state
+        self.running_loss = saved.running_loss.to(self.device)
+        self.train_timer.restore(saved.train_segments)
+        self.data_seconds, self.earlier_peak_mb = saved.data_seconds, saved.peak_mb
+        self.wall_start -= saved.wall_time_s
+        self.record["seeds"]["val_episodes"]["sha256"] = saved.val_sha256
+        self.diverged_at.fill_(saved.diverged_at)  # a non-finite loss before the checkpoint, not yet looked at
+        # The resuming process's code and place: the record's `environment` is the first process's.
+        self.record.setdefault("resumed", []).append({"at_iteration": saved.iteration, "at": records.utc_now(),
+                                                      "executor": self.record.get("executor"),
+                                                      "git_commit": git_state().get("commit")})
+        log.info("%s seed %d: continuing from its checkpoint at iteration %d", self.run.algorithm.name, self.run.seed,
+                 saved.iteration)
+
+    def peak_mb(self) -> float:
+        return max(self.earlier_peak_mb, self.memory.peak_mb())
+
+    def train(self) -> None:
+        suite = self.suite
+        every = self.options.checkpoint_every if self.options.checkpoint_every is not None else suite.val_every
+        check_every = min(DIVERGENCE_CHECK_EVERY, suite.val_every)
+        bar = tqdm(total=suite.meta_iterations, initial=self.done, desc=f"{self.run.algorithm.name} seed {self.run.seed}",
+                   disable=None if self.progress else True, leave=False, unit="it")
+        self.algorithm.train()
+        for iteration in range(self.done, suite.meta_iterations):
+            self.iteration = iteration
+            self.train_step(iteration)
             bar.update()
-            done = iteration + 1
-            if done % check_every == 0 or done % suite.val_every == 0 or done == suite.meta_iterations:
-                if diverged_at.item() >= 0:
-                    raise Diverged(int(diverged_at.item()), "the meta-training loss", _first_bad(running_loss))
-            if done % suite.val_every == 0 or done == suite.meta_iterations:
-                mean_loss = running_loss.item() / (done - (curve[-1]["iteration"] if curve else 0))
-                running_loss.zero_()
-                with autocast(options, device):
-                    val_values, record["seeds"]["val_episodes"]["sha256"] = episodes.evaluate(
-                        algorithm, "val", suite.val_tasks, eval_steps)
-                value = val_values.mean().item()
-                # JSON has no inf or NaN: a non-finite validation score is stored as null.
-                curve.append({"iteration": done, "wall_time_s": time.perf_counter() - wall_start,
-                              "train_loss": mean_loss, "val_metric": value if math.isfinite(value) else None})
-                if math.isfinite(value) and sign * value < sign * best_value:
-                    best_value, best_iteration, best_state = value, done, _state_copy(algorithm)
-                bar.set_postfix(loss=f"{mean_loss:.3g}", val=f"{value:.3g}")
-            if checkpoint is not None and every and done % every == 0 and done < suite.meta_iterations:
-                save_checkpoint(checkpoint, {
-                    "iteration": done, "execution": record["execution"], "training": algorithm.training_state(), "curve": curve,
-                    "best_value": best_value, "best_iteration": best_iteration, "best_state": best_state,
-                    "running_loss": running_loss.detach().cpu(), "train_segments": train_timer.segment_seconds(),
-                    "data_seconds": data_seconds, "peak_mb": max(earlier_peak_mb, memory.peak_mb()),
-                    "wall_time_s": time.perf_counter() - wall_start,
-                    "val_sha256": record["seeds"]["val_episodes"]["sha256"],
-                    "diverged_at": int(diverged_at.item()),
-                })
+            self.done = done = iteration + 1
+            validating = done % suite.val_every == 0 or done == suite.meta_iterations
+            if done % check_every == 0 or validating:
+                self.check_divergence()
+            if validating:
+                bar.set_postfix(self.validate())
+            if self.checkpoint is not None and every and done % every == 0 and done < suite.meta_iterations:
+                save_checkpoint(self.checkpoint, self.state().to_checkpoint())
         bar.close()
-        algorithm.load_state_dict(best_state)
-        test_timer = SegmentTimer(device)
+
+    def train_step(self, iteration: int) -> None:
+        """One timed meta-training step (after the warm-up iterations); the data share is timed apart."""
+        timed = iteration >= self.suite.warmup_iterations
+        if timed:
+            self.train_timer.start()
+        data_start = time.perf_counter()
+        batch = self.episodes.train(self.run.seed, iteration)
+        self.data_seconds += time.perf_counter() - data_start if timed else 0.0
+        with autocast(self.options, self.device):
+            loss = torch.as_tensor(self.algorithm.meta_train_step(batch, iteration), device=self.device).detach()
+        if timed:
+            self.train_timer.stop()
+        self.running_loss += loss
+        self.diverged_at = torch.where((self.diverged_at < 0) & ~torch.isfinite(loss), iteration + 1, self.diverged_at)
+
+    def check_divergence(self) -> None:
+        if self.diverged_at.item() >= 0:
+            raise Diverged(int(self.diverged_at.item()), "the meta-training loss", _first_bad(self.running_loss))
+
+    def validate(self) -> dict[str, str]:
+        """Score the validation episodes, extend the curve, keep the state if it is the best; the progress bar's figures."""
+        done, suite = self.done, self.suite
+        mean_loss = self.running_loss.item() / (done - (self.curve[-1]["iteration"] if self.curve else 0))
+        self.running_loss.zero_()
+        with autocast(self.options, self.device):
+            val_values, self.record["seeds"]["val_episodes"]["sha256"] = self.episodes.evaluate(
+                self.algorithm, "val", suite.val_tasks, self.eval_steps)
+        value = val_values.mean().item()
+        # JSON has no inf or NaN: a non-finite validation score is stored as null.
+        self.curve.append({"iteration": done, "wall_time_s": self.wall_seconds(),
+                           "train_loss": mean_loss, "val_metric": value if math.isfinite(value) else None})
+        if math.isfinite(value) and self.sign * value < self.sign * self.best_value:
+            self.best_value, self.best_iteration, self.best_state = value, done, _state_copy(self.algorithm)
+        return {"loss": f"{mean_loss:.3g}", "val": f"{value:.3g}"}
+
+    def test(self) -> tuple[list[float], float]:
+        """The selected state's per-episode test metric, and the seconds it took."""
+        suite, seeds = self.suite, self.record["seeds"]
+        self.algorithm.load_state_dict(self.best_state)
+        test_timer = SegmentTimer(self.device)
         test_timer.start()
-        with autocast(options, device):
-            per_task, record["seeds"]["test_episodes"]["sha256"] = episodes.evaluate(
-                algorithm, "test", suite.test_tasks, eval_steps)
+        with autocast(self.options, self.device):
+            per_task, seeds["test_episodes"]["sha256"] = self.episodes.evaluate(
+                self.algorithm, "test", suite.test_tasks, self.eval_steps)
         test_timer.stop()
         test_seconds = test_timer.seconds()
         # The episode hashes above cover what determines the episodes (data key and drawn indices);
         # these cover the bytes the algorithm read, so a differently decoded or damaged copy of the
         # data shows as other contents of the same episodes.
         for split, n_tasks in (("val", suite.val_tasks), ("test", suite.test_tasks)):
-            record["seeds"][f"{split}_episodes"]["contents_sha256"] = episodes.contents_digest(split, n_tasks)
+            seeds[f"{split}_episodes"]["contents_sha256"] = self.episodes.contents_digest(split, n_tasks)
         values = per_task.double().cpu().tolist()
         bad = [v for v in values if not math.isfinite(v)]
         if bad:
             raise Diverged(suite.meta_iterations, f"the test metric of {len(bad)} of {len(values)} episodes", bad[0])
+        return values, test_seconds
+
+    def complete_record(self, values: list[float], test_seconds: float) -> None:
+        suite = self.suite
         mean, ci95 = mean_ci95(values)
         timed_iterations = suite.meta_iterations - min(suite.warmup_iterations, suite.meta_iterations)
-        step_seconds = train_timer.segment_seconds()
-        if not algorithm.learns:  # its "training" is a no-op: a tasks/s figure would mean nothing
+        step_seconds = self.train_timer.segment_seconds()
+        if not self.algorithm.learns:  # its "training" is a no-op: a tasks/s figure would mean nothing
             timed_iterations, step_seconds = 0, []
         train_seconds = sum(step_seconds)
         # The median step resists bursts of other load on the machine: `bench check` judges speed by it.
         median_step = statistics.median(step_seconds) if step_seconds else None
-        record.update(
+        self.record.update(
             status="completed",
             metric={
                 "name": suite.metric,
@@ -532,65 +641,36 @@ def _train_and_test(plan: RunPlan, run: PlannedRun, episodes: Episodes, record: 
                 "ci95": ci95,
                 "ci_method": "1.96 * std(ddof=0) / sqrt(n) over test episodes",
                 "n_episodes": len(values),
-                "inner_steps": eval_steps,
+                "inner_steps": self.eval_steps,
                 "per_task": values,
             },
             training={
                 "meta_iterations": suite.meta_iterations,
-                "best_iteration": best_iteration,
-                "best_val_metric": best_value if math.isfinite(best_value) else None,
+                "best_iteration": self.best_iteration,
+                "best_val_metric": self.best_value if math.isfinite(self.best_value) else None,
                 "selection": "best validation metric, checked every val_every iterations",
-                "state_sha256": state_sha256(best_state),  # the selected model's bits (bench reproduce compares them)
-                "curve": curve,
+                "state_sha256": state_sha256(self.best_state),  # the selected model's bits (bench reproduce compares them)
+                "curve": self.curve,
             },
             timing={
-                "method": train_timer.method,
+                "method": self.train_timer.method,
                 "warmup_iterations": min(suite.warmup_iterations, suite.meta_iterations),
                 "timed_iterations": timed_iterations,
                 "meta_train_seconds": train_seconds,
                 "meta_train_tasks_per_s": timed_iterations * suite.meta_batch_size / train_seconds if train_seconds else None,
                 "meta_train_median_step_s": median_step,
                 "meta_train_tasks_per_s_median": suite.meta_batch_size / median_step if median_step else None,
-                "data_seconds": data_seconds,
-                "data_share": data_seconds / train_seconds if train_seconds else None,
+                "data_seconds": self.data_seconds,
+                "data_share": self.data_seconds / train_seconds if train_seconds else None,
                 "test_seconds": test_seconds,
                 "test_tasks_per_s": len(values) / test_seconds if test_seconds else None,
-                "wall_time_s": time.perf_counter() - wall_start,
+                "wall_time_s": self.wall_seconds(),
             },
-            memory={"peak_mb": max(earlier_peak_mb, memory.peak_mb()), "kind": memory.kind},
+            memory={"peak_mb": self.peak_mb(), "kind": self.memory.kind},
             ended_at=records.utc_now(),
         )
-    except KeyboardInterrupt:
-        record.update(status="interrupted", ended_at=records.utc_now(),
-                      error={"type": "KeyboardInterrupt", "message": f"interrupted at iteration {iteration}"},
-                      timing={"wall_time_s": time.perf_counter() - wall_start})
-        raise
-    except Diverged as exc:  # recorded as such, and kept out of leaderboards (only completed runs count)
-        log.error("%s seed %d diverged: %s", run.algorithm.name, run.seed, exc)
-        record.update(status="diverged", ended_at=records.utc_now(),
-                      diverged={"iteration": exc.iteration, "what": exc.phase, "value": str(exc.value)},
-                      training={"meta_iterations": suite.meta_iterations, "stopped_at_iteration": iteration + 1,
-                                "curve": curve},
-                      error={"type": "Diverged", "message": str(exc), "iteration": exc.iteration},
-                      timing={"wall_time_s": time.perf_counter() - wall_start})
-    except Exception as exc:  # recorded, not swallowed: the record says failed, with the traceback
-        log.error("%s seed %d failed: %s: %s", run.algorithm.name, run.seed, type(exc).__name__, exc)
-        record.update(status="failed", ended_at=records.utc_now(),
-                      error={"type": type(exc).__name__, "message": str(exc), "iteration": iteration,
-                             "traceback": traceback.format_exc()},
-                      timing={"wall_time_s": time.perf_counter() - wall_start})
-    return record
 
 
 def _first_bad(running_loss: torch.Tensor) -> float:
     value = running_loss.item()
     return value if not math.isfinite(value) else math.nan
-
-
-def execute(plan: RunPlan, progress: bool = True, executor: Any = None, resume: bool = False) -> list[dict[str, Any]]:
-    """Run every planned (algorithm, seed) with ``executor`` (default: this process, one after
-    another); returns their records in the plan's order. With ``resume``, runs finished in
-    ``plan.results_dir`` are skipped (their records returned) and interrupted ones continued."""
-    from bench.executors import LocalExecutor, run_plan
-
-    return run_plan(plan, executor or LocalExecutor(), progress=progress, resume=resume)

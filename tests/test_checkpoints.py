@@ -8,7 +8,8 @@ import torch
 from bench import records
 from bench.checkpoints import CHECKPOINTS, load_checkpoint, save_checkpoint
 from bench.execution import ExecutionOptions
-from bench.runner import Episodes, execute, plan_run
+from bench.executors import execute
+from bench.runner import Episodes, plan_run
 
 SINE = ["suite.meta_iterations=30", "suite.val_every=10"]
 OMNIGLOT = ["suite.meta_iterations=6", "suite.val_every=3", "suite.val_tasks=4", "suite.test_tasks=8"]

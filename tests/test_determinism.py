@@ -11,7 +11,8 @@ from bench.config import load_suite
 from bench.datasets import check_available
 from bench.errors import BenchError
 from bench.execution import ExecutionOptions
-from bench.runner import execute, plan_run, resolve_algorithms
+from bench.executors import execute
+from bench.runner import plan_run, resolve_algorithms
 
 DEFAULT_THREADS = torch.get_num_threads()  # as the test process started: what a user's run gets
 # Two meta-iterations, one validation, a few test episodes: every step of a run once; a thread race shows in any step.

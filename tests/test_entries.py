@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from bench import check, entries, records
+from bench.executors import execute
 from bench.leaderboard import leaderboards, render
 from bench.report import build_report
-from bench.runner import execute, plan_run
+from bench.runner import plan_run
 
 
 def run(results, algorithms, seeds=(0,), overrides=()):

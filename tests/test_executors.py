@@ -19,8 +19,8 @@ from bench import records
 from bench.checkpoints import CHECKPOINTS
 from bench.errors import BenchError
 from bench.execution import ExecutionOptions
-from bench.executors import LocalExecutor, RayExecutor, import_ray
-from bench.runner import execute, plan_run
+from bench.executors import LocalExecutor, RayExecutor, execute, import_ray
+from bench.runner import plan_run
 from tests.conftest import ROOT
 
 GRID = ["sine", "--tier", "smoke", "--algorithms", "maml,cnp,reptile", "--seeds", "0,1",

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 import json
 
+from bench.executors import execute
 from bench.leaderboard import average_ranks, leaderboards, render
-from bench.runner import execute, plan_run
+from bench.runner import plan_run
 from bench.stats import ALPHA, paired_p_value
 
 

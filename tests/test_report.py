@@ -10,9 +10,10 @@ import torch
 
 from bench import leaderboard
 from bench.errors import BenchError
+from bench.executors import execute
 from bench.figures import DPI, WIDTH_IN, pareto_front
 from bench.report import MANIFEST, build_report, latex_escape
-from bench.runner import execute, plan_run
+from bench.runner import plan_run
 
 SHORT = ["suite.meta_iterations=10", "suite.val_every=5"]  # the training budget is not part of the protocol
 

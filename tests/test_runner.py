@@ -7,7 +7,8 @@ import torch
 
 from bench import records
 from bench.algorithms.maml import MAML
-from bench.runner import DIVERGENCE_CHECK_EVERY, execute, plan_run
+from bench.executors import execute
+from bench.runner import DIVERGENCE_CHECK_EVERY, plan_run
 from tests.conftest import read_records
 
 

@@ -36,7 +36,7 @@ class FakeEvent:
     def synchronize(self) -> None:
         FakeEvent.synchronized += 1
 
-    def elapsed_time(self, end: "FakeEvent") -> float:
+    def elapsed_time(self, end: FakeEvent) -> float:
         return end.at - self.at
 
 

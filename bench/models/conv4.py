@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.models.base import FunctionalNetwork, Params
 from bench.models.init import reset_parameters_
 
-Params = dict[str, torch.Tensor]
 BN_EPS = 1e-5
 
 
-class Conv4(nn.Module):
+class Conv4(FunctionalNetwork):
     """Four blocks of 3x3 convolution (padding 1), batch norm, ReLU and 2x2 max-pool, then a linear head.
 
     ``functional(params, x)`` takes x of shape (B, n, C, H, W) and parameters that are shared or
@@ -38,10 +38,6 @@ class Conv4(nn.Module):
         self.head_layer = nn.Linear(self.feature_dim, out_features, device="meta")
         self.to_empty(device="cpu")
         reset_parameters_(self, generator)
-        self.head_names = ("head_layer.weight", "head_layer.bias")
-
-    def params(self) -> Params:
-        return dict(self.named_parameters())
 
     def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
         """(B, n, C, H, W) -> (B, n, feature_dim); batch-norm statistics over the first ``stats_from`` images (all when None)."""
@@ -73,13 +69,3 @@ class Conv4(nn.Module):
             # elements (about 9% of a MAML step here, measured).
             h = F.relu(F.max_pool2d(h, 2))
         return h.reshape(n, tasks, -1).transpose(0, 1)
-
-    def head(self, params: Params, h: torch.Tensor) -> torch.Tensor:
-        weight, bias = params["head_layer.weight"], params["head_layer.bias"]
-        return torch.matmul(h, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
-
-    def functional(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
-        return self.head(params, self.features(params, x, stats_from))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.functional(self.params(), x)

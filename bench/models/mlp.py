@@ -7,12 +7,11 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from bench.models.base import FunctionalNetwork, Params, linear
 from bench.models.init import reset_parameters_
 
-Params = dict[str, torch.Tensor]
 
-
-class MLP(nn.Module):
+class MLP(FunctionalNetwork):
     """Linear layers with an activation between them; the last layer is the ``head``.
 
     Weights are drawn as ``nn.Linear`` draws them, from ``generator``.
@@ -35,34 +34,18 @@ class MLP(nn.Module):
         widths = [in_features, *hidden, out_features]
         # Built on the meta device, then initialised from ``generator``: nn.Linear's own
         # initialisation would draw from (and advance) the global RNG.
-        self.layers = nn.ModuleList(nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(nn.Linear(a, b, device="meta") for a, b in zip(widths[:-1], widths[1:], strict=True))
         self.to_empty(device="cpu")
         reset_parameters_(self, generator)
         self.activation = {"relu": torch.relu, "tanh": torch.tanh}[activation]
         self.out_features = out_features
         last = len(self.layers) - 1
-        self.head_names = (f"layers.{last}.weight", f"layers.{last}.bias")
+        self.head_prefix = f"layers.{last}"
 
-    def params(self) -> Params:
-        return dict(self.named_parameters())
-
-    @staticmethod
-    def _linear(params: Params, index: int, h: torch.Tensor) -> torch.Tensor:
-        weight, bias = params[f"layers.{index}.weight"], params[f"layers.{index}.bias"]
-        return torch.matmul(h, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
-
-    def features(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        """Output of the last hidden layer, (B, n, hidden[-1])."""
+    def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
+        """Output of the last hidden layer, (B, n, hidden[-1]); no batch norm, so ``stats_from`` is unused."""
         h = x
         for index in range(len(self.layers) - 1):
-            h = self.activation(self._linear(params, index, h))
+            h = self.activation(linear(params, f"layers.{index}", h))
         return h
 
-    def head(self, params: Params, h: torch.Tensor) -> torch.Tensor:
-        return self._linear(params, len(self.layers) - 1, h)
-
-    def functional(self, params: Params, x: torch.Tensor) -> torch.Tensor:
-        return self.head(params, self.features(params, x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.functional(self.params(), x)

@@ -9,14 +9,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.models.base import FunctionalNetwork, Params
 from bench.models.init import reset_parameters_
 
-Params = dict[str, torch.Tensor]
 BN_EPS = 1e-5
 LEAKY_SLOPE = 0.1
 
 
-class ResNet12(nn.Module):
+class ResNet12(FunctionalNetwork):
     """Four residual blocks of three 3x3 convolutions, then a linear head.
 
     Each block: three 3x3 convolutions (padding 1, no bias), each followed by batch norm, with
@@ -69,10 +69,6 @@ class ResNet12(nn.Module):
                     # He-normal with fan-out, gain sqrt(2): MetaOptNet's kaiming_normal_(mode='fan_out').
                     std = math.sqrt(2.0 / (module.out_channels * module.weight[0, 0].numel()))
                     module.weight.normal_(0.0, std, generator=generator)
-        self.head_names = ("head_layer.weight", "head_layer.bias")
-
-    def params(self) -> Params:
-        return dict(self.named_parameters())
 
     def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
         """(B, n, C, H, W) -> (B, n, feature_dim); batch-norm statistics over the first ``stats_from`` images (all when None)."""
@@ -108,13 +104,3 @@ class ResNet12(nn.Module):
             residual = norm(F.conv2d(h, shared(f"{prefix}.shortcut_conv.weight")), f"{prefix}.shortcut_norm")
             h = F.max_pool2d(F.leaky_relu(out + residual, LEAKY_SLOPE), 2)
         return h.reshape(tasks, n, -1)
-
-    def head(self, params: Params, h: torch.Tensor) -> torch.Tensor:
-        weight, bias = params["head_layer.weight"], params["head_layer.bias"]
-        return torch.matmul(h, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
-
-    def functional(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
-        return self.head(params, self.features(params, x, stats_from))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.functional(self.params(), x)

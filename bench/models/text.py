@@ -7,13 +7,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.config import TextModel
+from bench.models.base import FunctionalNetwork, Params, linear
 from bench.models.init import reset_parameters_
 
-Params = dict[str, torch.Tensor]
 PAD = 0  # bench.datasets.text_features.PAD
 
 
-class TextNet(nn.Module):
+class TextNet(FunctionalNetwork):
     """Encoder, then Linear+ReLU layers of widths ``hidden``, then a linear head (``head_layer``).
 
     With ``encoder: minilm`` the inputs are the frozen sentence embeddings (B, n, 384) and only the
@@ -42,12 +42,8 @@ class TextNet(nn.Module):
         self.head_layer = nn.Linear(self.feature_dim, out_features, device="meta")
         self.to_empty(device="cpu")
         reset_parameters_(self, generator)
-        self.head_names = ("head_layer.weight", "head_layer.bias")
         # Parameters that inner loops leave shared across tasks (meta-learned by the outer loop only).
         self.task_shared_names = ("embedding.weight",) if self.encoder == "wordcnn" and not config.adapt_embeddings else ()
-
-    def params(self) -> Params:
-        return dict(self.named_parameters())
 
     def encode(self, params: Params, ids: torch.Tensor) -> torch.Tensor:
         """Word ids (B, n, L) -> (B, n, filters): the word-CNN's max-pooled sentence vectors."""
@@ -80,23 +76,9 @@ class TextNet(nn.Module):
         mask = present.squeeze(-1).transpose(0, 1).unsqueeze(2)  # (n, B, 1, L)
         return (h * mask).amax(dim=-1).transpose(0, 1)  # after ReLU every value is >= 0, so masked zeros never win
 
-    @staticmethod
-    def _linear(params: Params, prefix: str, h: torch.Tensor) -> torch.Tensor:
-        weight, bias = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
-        return torch.matmul(h, weight.transpose(-1, -2)) + bias.unsqueeze(-2)
-
     def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
         """(B, n, 384) embeddings or (B, n, L) word ids -> (B, n, feature_dim); no batch norm, so ``stats_from`` is unused."""
         h = self.encode(params, x) if self.encoder == "wordcnn" else x
         for index in range(len(self.layers)):
-            h = F.relu(self._linear(params, f"layers.{index}", h))
+            h = F.relu(linear(params, f"layers.{index}", h))
         return h
-
-    def head(self, params: Params, h: torch.Tensor) -> torch.Tensor:
-        return self._linear(params, "head_layer", h)
-
-    def functional(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
-        return self.head(params, self.features(params, x))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.functional(self.params(), x)

@@ -10,12 +10,33 @@ import torch
 from bench.config import Suite, TextData, TextModel
 from bench.datasets.base import cache_key, cached_tensor
 from bench.datasets.shapes import shape_problem
-from bench.datasets.text import load_examples, split_members
+from bench.datasets.text import TextExamples, load_examples, split_members
 from bench.datasets.text_features import TOKEN, build_vocabulary, sentence_embeddings, word_ids
 from bench.errors import BenchError
 from bench.tasks.base import TaskBatch, classification_batch, draw_episodes
 
 log = logging.getLogger(__name__)
+
+
+def _sentence_embedding_inputs(model: TextModel, examples: TextExamples, train_classes: list[str],
+                               train_texts: list[str]) -> tuple[torch.Tensor, str]:
+    return sentence_embeddings(examples)
+
+
+def _word_id_inputs(model: TextModel, examples: TextExamples, train_classes: list[str],
+                    train_texts: list[str]) -> tuple[torch.Tensor, str]:
+    """Word ids over a vocabulary built from the training classes' texts only (no test text leaks into it)."""
+    key = cache_key(dataset=examples.key, train_classes=train_classes, tokenizer=TOKEN.pattern,
+                    vocabulary_size=model.vocabulary_size, max_tokens=model.max_tokens)
+
+    def build() -> torch.Tensor:
+        return word_ids(examples.texts, build_vocabulary(train_texts, model.vocabulary_size), model.max_tokens)
+
+    return cached_tensor("text-words", key, build), key
+
+
+ENCODER_INPUTS = {"minilm": _sentence_embedding_inputs, "wordcnn": _word_id_inputs}
+"""What each encoder reads of the texts, and the cache key that names it (part of every episode's hash)."""
 
 
 class TextTasks:
@@ -58,19 +79,9 @@ class TextTasks:
         self.members = members.to(device)
         # Class sizes per split on the CPU, where the episode indices are drawn (no device sync per batch).
         self.split_sizes = {s: counts[[position[c] for c in cs]] for s, cs in splits.items()}
-        if model.encoder == "minilm":
-            inputs, input_key = sentence_embeddings(examples)
-        else:
-            train_rows = members[[position[c] for c in splits["train"]]].flatten()
-            train_texts = [examples.texts[i] for i in train_rows[train_rows >= 0].tolist()]
-            input_key = cache_key(dataset=examples.key, train_classes=splits["train"], tokenizer=TOKEN.pattern,
-                                  vocabulary_size=model.vocabulary_size, max_tokens=model.max_tokens)
-
-            def build() -> torch.Tensor:
-                vocabulary = build_vocabulary(train_texts, model.vocabulary_size)
-                return word_ids(examples.texts, vocabulary, model.max_tokens)
-
-            inputs = cached_tensor("text-words", input_key, build)
+        train_rows = members[[position[c] for c in splits["train"]]].flatten()
+        train_texts = [examples.texts[i] for i in train_rows[train_rows >= 0].tolist()]
+        inputs, input_key = ENCODER_INPUTS[model.encoder](model, examples, splits["train"], train_texts)
         self.inputs = inputs.to(device)
         # An episode's identity: the key of the inputs (dataset and encoder) and the drawn indices.
         self.input_key = input_key

@@ -1,0 +1,82 @@
+"""``run``: algorithms on a suite under fixed seeds, then the suite's leaderboard."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from bench import api
+from bench.cli import common
+from bench.config import TEXT_ENCODERS
+from bench.errors import one_line
+from bench.execution import ExecutionOptions
+
+log = logging.getLogger("bench")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", help="suite name (see `list`) or path to a suite file")
+    common.add_algorithms(parser)
+    common.add_seeds(parser)
+    common.add_tier(parser)
+    common.add_results_dir(parser)
+    common.add_device(parser)
+    common.add_overrides(parser)
+    parser.add_argument("--encoder", choices=TEXT_ENCODERS,
+                        help="text suites: the frozen sentence encoder (minilm) or a word-CNN trained from scratch "
+                             "(wordcnn); the same as --set suite.model.encoder=NAME")
+    speed = parser.add_argument_group("execution (speed and memory; recorded under `execution`, the protocol is unchanged)")
+    speed.add_argument("--task-chunk", type=common.positive_int, metavar="N",
+                       help="gradient-based methods: adapt N tasks of a meta-batch together (1 = per-task loop); "
+                            "default: the fastest size, measured once per device and configuration and cached")
+    speed.add_argument("--eval-chunk", type=common.positive_int, metavar="N",
+                       help="gradient-based methods: adapt N test episodes together (1 = per-episode loop); "
+                            "default: measured and cached as for --task-chunk where the plan adapts enough episodes "
+                            "to pay for it, else the task chunk")
+    speed.add_argument("--checkpoint-inner-steps", action="store_true",
+                       help="second-order methods: recompute each inner step in the backward pass instead of keeping "
+                            "its graph (memory no longer grows with the steps; about one more forward pass of time)")
+    speed.add_argument("--autocast", choices=["bf16"], help="run meta-training and evaluation under bfloat16 autocast")
+    speed.add_argument("--compile", action="store_true",
+                       help="torch.compile the backbone's forward (first-order and non-gradient methods only)")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="check everything and print the planned runs; run nothing, write nothing")
+    common.add_executor_arguments(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="skip runs already finished in --results-dir, continue interrupted ones from their last "
+                             "checkpoint, run the rest")
+
+
+def handle(args: argparse.Namespace) -> int:
+    overrides = [*args.overrides, *([f"suite.model.encoder={args.encoder}"] if args.encoder else [])]
+    execution = ExecutionOptions(task_chunk=args.task_chunk, eval_chunk=args.eval_chunk,
+                                 checkpoint_inner_steps=args.checkpoint_inner_steps,
+                                 autocast=args.autocast, compile=args.compile, threads=args.threads,
+                                 checkpoint_every=args.checkpoint_every)
+    executor = common.executor_from(args)
+    plan = api.plan(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides,
+                    execution, executor, dry_run=args.dry_run)
+    log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
+             plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
+    if args.dry_run:
+        for run in plan.runs:
+            print(f"{plan.suite.name} ({plan.suite.tier} tier): {run.algorithm.name} seed {run.seed}")
+        for name, why in plan.skipped.items():
+            print(f"not run: {name}: {why}")
+        return 0
+    results = api.execute(plan, progress=not args.quiet, executor=executor, resume=args.resume)
+    failed = [r for r in results if r["status"] != "completed"]
+    if len(failed) < len(results):
+        print(api.render_leaderboard(api.leaderboard(plan.suite.name, args.results_dir, plan.suite.tier)))
+    for record in failed:
+        error = record["error"]
+        what = error["message"] if record["status"] == "diverged" else f"{error['type']}: {error['message']}"
+        print(f"error: {record['algorithm']['name']} seed {record['seeds']['training_seed']} {record['status']}: "
+              f"{one_line(what)} (record: {record['_path']})", file=sys.stderr)
+    return 1 if failed else 0
+
+
+COMMANDS = (common.Command("run", "run algorithms on a suite and print its leaderboard",
+                           "python -m bench run sine --tier smoke --algorithms maml,protonet --seeds 0,1",
+                           add_arguments, handle),)
