@@ -27,9 +27,13 @@ from typing import Any
 import numpy as np
 
 from bench import entries, records
+from bench.config import load_suite
+from bench.environment import git_state
 from bench.errors import BenchError
-from bench.execution import recorded_eval_chunk
+from bench.execution import ExecutionOptions, recorded_eval_chunk
+from bench.executors import execute
 from bench.formatting import relative_path, significant
+from bench.runner import Overrides, plan_run
 from bench.stats import paired_p_value
 
 BASELINE_FORMAT = 1
@@ -408,11 +412,6 @@ def run_check(suite_name: str, baseline_path: Path, tier: str | None = None, alg
     matches the baseline's.
 
     Everything that can be wrong with the input is checked before any run starts."""
-    from bench.config import load_suite
-    from bench.execution import ExecutionOptions
-    from bench.executors import execute
-    from bench.runner import Overrides, plan_run
-
     thresholds.check()
     name = load_suite(suite_name).name  # a suite file's records are filed under its name
     baseline = load_baseline(Path(baseline_path), name, tier)
@@ -457,11 +456,6 @@ def make_baseline(suite_name: str, tier: str, out: Path | None = None, algorithm
                   results_dir: Path = Path("results"), from_records: bool = False, replace: bool = False,
                   device: str = "auto", progress: bool = True) -> tuple[Baseline, Path]:
     """Run the suite into ``results_dir`` (or take its records) and write the baseline file."""
-    from bench.config import load_suite
-    from bench.environment import git_state
-    from bench.executors import execute
-    from bench.runner import plan_run
-
     suite = load_suite(suite_name, tier=tier)
     out = out or Path("results") / "baselines" / f"{suite.name}-{tier}.json"
     if out.exists() and not replace:

@@ -21,12 +21,12 @@ from typing import Any
 import torch
 
 from bench.execution import ExecutionOptions, autocast
+from bench.records import load_records
+from bench.runner import build_algorithm, configure_execution, evaluation_episodes, plan_run
 from bench.timing import SegmentTimer
 
 
 def time_algorithm(plan, run, train_steps: int, eval_episodes: int) -> dict[str, float]:
-    from bench.runner import build_algorithm, configure_execution, evaluation_episodes
-
     suite, device, episodes = plan.suite, plan.device, plan.episodes
     algorithm = build_algorithm(plan, run, episodes)
     steps = algorithm.evaluation_steps(suite.test_inner_steps)
@@ -64,8 +64,6 @@ def start_seconds(suite: str, tier: str, overrides: list[str]) -> float:
 
 
 def measured_run_minutes(results_dir: Path, suite: str, tier: str, encoder: str | None) -> tuple[float, int] | None:
-    from bench.records import load_records
-
     minutes, count = 0.0, 0
     for record in load_records(results_dir, suite):
         if record.get("status") != "completed" or record["suite"]["tier"] != tier:
@@ -80,8 +78,6 @@ def measured_run_minutes(results_dir: Path, suite: str, tier: str, encoder: str 
 
 def suite_cost(suite_name: str, tier: str = "standard", encoder: str | None = None, train_steps: int = 2,
                eval_episodes: int = 10, results_dir: Path = Path("results"), progress=print) -> dict[str, Any]:
-    from bench.runner import plan_run
-
     overrides = [f"suite.model.encoder={encoder}"] if encoder else []
     with tempfile.TemporaryDirectory() as scratch:
         plan = plan_run(suite_name, None, None, tier, scratch, "cpu", overrides, ExecutionOptions())

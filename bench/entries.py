@@ -21,6 +21,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bench.algorithms import ALGORITHMS
+from bench.algorithms.base import parse_hparams
+from bench.config import load_suite
 from bench.errors import BenchError
 
 # Execution options that change the arithmetic (not only its speed or rounding order): part of an entry.
@@ -69,10 +72,6 @@ DefaultsOf = Callable[[str, str], Defaults | None]  # (suite name or file, tier)
 
 def suite_defaults(suite: str, tier: str) -> Defaults | None:
     """The current suite file's defaults at ``tier``, or None when it cannot be loaded."""
-    from bench.algorithms import ALGORITHMS
-    from bench.algorithms.base import parse_hparams
-    from bench.config import load_suite
-
     try:
         loaded = load_suite(suite, tier=tier)
     except BenchError:

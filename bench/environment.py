@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from bench.datasets.verify import describe
 from bench.errors import BenchError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -103,8 +104,6 @@ def cpu_identity() -> dict[str, Any]:
 
 
 def data_checks() -> str:
-    from bench.datasets.verify import describe
-
     return describe()
 
 

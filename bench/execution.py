@@ -38,6 +38,8 @@ from typing import Any
 import torch
 from filelock import FileLock, Timeout
 
+from bench.datasets.base import cache_dir
+from bench.environment import cpu_flags, environment
 from bench.errors import BenchError
 from bench.records import utc_now, write_atomic
 from bench.tasks import TaskBatch
@@ -105,8 +107,6 @@ class ExecutionOptions:
 
 
 def cpu_has_native_bf16() -> bool:
-    from bench.environment import cpu_flags
-
     return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
 
 
@@ -255,15 +255,11 @@ def fastest(samples: dict[str, list[float]]) -> int:
 
 
 def _cache_path():
-    from bench.datasets.base import cache_dir
-
     return cache_dir() / "task-chunk.json"
 
 
 def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, options: ExecutionOptions,
                        extra: dict[str, Any] | None = None) -> str:
-    from bench.environment import environment
-
     env = environment(device)
     suite = algorithm.problem.suite
     described = {

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from bench import records
 from bench.checkpoints import checkpoint_path, remove_checkpoint
 from bench.entries import run_identity
+from bench.environment import environment, resolve_device
 from bench.errors import BenchError
 from bench.runner import Episodes, PlannedRun, RunPlan, new_record, train_and_test
 
@@ -365,7 +366,6 @@ def _ray_job(plan: RunPlan, run: PlannedRun, record: dict[str, Any], checkpoint:
     """A Ray task: one run, computed on the worker and returned to the driver (which writes it)."""
     import ray
 
-    from bench.environment import environment, resolve_device
 
     plan = dataclasses.replace(plan, device=resolve_device(device))
     context = ray.get_runtime_context()

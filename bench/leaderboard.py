@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from bench import entries, records
+from bench.algorithms import ALGORITHMS
 from bench.config import PublishedResult, Suite, load_suite
 from bench.errors import BenchError
 from bench.stats import ALPHA, PAIRED_TEST, UNPAIRED_RULE, paired_p_value, ranks_with_ties
@@ -60,8 +61,6 @@ def _not_applicable(suite: Suite | None, protocol: dict[str, Any]) -> dict[str, 
     """Registered algorithms that cannot run under this protocol, with the reason each gives."""
     if suite is None:
         return {}
-    from bench.algorithms import ALGORITHMS
-
     try:
         suite = suite.model_copy(update={"model": type(suite.model).model_validate(protocol["model"]),
                                          "batch_norm": protocol.get("batch_norm", suite.batch_norm)})

@@ -31,10 +31,26 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench.algorithms import ALGORITHMS
+from bench.algorithms.gradient import per_task
+from bench.algorithms.l2l_reference import import_learn2learn, learn2learn_available
 from bench.config import load_suite
+from bench.datasets import check_available
+from bench.environment import environment
 from bench.errors import BenchError
-from bench.execution import ExecutionOptions, autocast, choose_task_chunk, chunk_candidates, cpu_has_native_bf16
-from bench.timing import SegmentTimer, resident_mb
+from bench.execution import (
+    ExecutionOptions,
+    autocast,
+    choose_eval_chunk,
+    choose_task_chunk,
+    chunk_candidates,
+    cpu_has_native_bf16,
+)
+from bench.records import write_atomic
+from bench.runner import Episodes, problem_for
+from bench.seeding import generator
+from bench.tasks import TaskBatch
+from bench.timing import PeakMemory, SegmentTimer, resident_mb
 
 log = logging.getLogger(__name__)
 
@@ -113,16 +129,11 @@ def plain_name(name: str) -> str:
 
 def batch_for(suite, device: torch.device, iteration: int = 0):
     """A real Omniglot meta-batch when the data is there, else a seeded synthetic one of the same shape."""
-    from bench.datasets import check_available
-    from bench.runner import Episodes
-
     try:
         check_available(suite)
         episodes = Episodes(suite, device)
         return episodes, episodes.train(0, iteration), "omniglot episodes"
     except BenchError:
-        from bench.tasks import TaskBatch
-
         shape = suite.episode_shape["train"]
         ways, shots, queries = shape["ways"], shape["shots"], shape["queries"]
         generator = torch.Generator().manual_seed(iteration)
@@ -142,10 +153,6 @@ class Implementation:
     """Builds one setting's model and runs its meta-training step."""
 
     def __init__(self, setting: Setting, device: torch.device, batch, dtype: torch.dtype = torch.float32) -> None:
-        from bench.algorithms import ALGORITHMS
-        from bench.runner import problem_for
-        from bench.seeding import generator
-
         self.setting, self.device = setting, device
         self.batch = batch
         suite = perf_suite(setting.quick)
@@ -160,8 +167,6 @@ class Implementation:
                                           autocast=setting.autocast)
         self.chosen: dict[str, Any] = {}
         if setting.implementation == "l2l":
-            from bench.algorithms.l2l_reference import import_learn2learn
-
             l2l = import_learn2learn()
             self.model = plain_conv4(suite.model.filters, suite.ways).to(device, dtype)
             copy_conv4_weights(self.ours.backbone, self.model)
@@ -252,8 +257,6 @@ def network_floor(setting: Setting, device: torch.device, batch, rounds: int) ->
     every task and adds the support steps and the second-order terms to it, so the fastest rate
     here is what an implementation on these networks would reach if those cost nothing: where it
     is below twice learn2learn's rate, no change outside the network evaluation reaches 2x."""
-    from bench.algorithms.gradient import per_task
-
     suite = perf_suite(setting.quick)
     plain = plain_conv4(suite.model.filters, suite.ways).to(device)
     ours = Implementation(replace(setting, implementation="ours"), device, batch).ours
@@ -337,8 +340,6 @@ def gradient_agreement(setting: Setting, device: torch.device, batch, tasks: int
 
 
 def _memory_child(setting: Setting, device_name: str, task_chunk: int | None, threads: int, queue) -> None:
-    from bench.timing import PeakMemory
-
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     _, batch, _ = batch_for(perf_suite(setting.quick), device)
@@ -403,12 +404,62 @@ def checkpoint_memory(quick: bool, device: torch.device, steps_list: tuple[int, 
     return rows
 
 
+def build_comparison(group: Comparison, device: torch.device, batch,
+                     fastest_ours: dict[str, Implementation]) -> list[Implementation]:
+    """The group's implementations, each at its task chunk; ``fastest_ours`` collects, per method,
+    our implementation at the measured chunk."""
+    built = []
+    for setting in group.settings:
+        implementation = Implementation(setting, device, batch)
+        if setting.autocast and device.type == "cpu" and not cpu_has_native_bf16() and setting.method in fastest_ours:
+            # Emulated bf16 runs many times slower than float32: measuring its chunk would take
+            # minutes for a row that only shows how slow it is, so it runs at float32's choice.
+            chunk = fastest_ours[setting.method].chosen["task_chunk"]
+            implementation.ours.task_chunk = chunk
+            implementation.chosen = {"task_chunk": chunk,
+                                     "task_chunk_choice": "set (float32's choice: this CPU has no native bf16)"}
+        else:
+            implementation.choose_chunk()
+        built.append(implementation)
+        if setting.implementation == "ours" and setting.task_chunk is None and not setting.autocast:
+            fastest_ours.setdefault(setting.method, implementation)
+    return built
+
+
+def timed_row(group: Comparison, implementation: Implementation, tasks_per_s: float, times: list[float],
+              flops: float, floor: dict[str, Any]) -> dict[str, Any]:
+    setting, chunk = implementation.setting, implementation.chosen.get("task_chunk")
+    return {
+        "name": f"{setting.method}-{setting.implementation}-{setting.inner_steps}step"
+                + (f"-chunk{chunk}" if setting.task_chunk is not None else "")
+                + ("-bf16" if setting.autocast else ""),
+        "comparison": group.title, "implementation": setting.label, "configuration": setting.configuration,
+        "method": setting.method, "inner_steps": setting.inner_steps, "task_chunk": chunk,
+        "task_chunk_choice": implementation.chosen.get("task_chunk_choice"), "autocast": setting.autocast,
+        "tasks_per_s": round(tasks_per_s, 2), "seconds_per_step": [round(t, 4) for t in times],
+        "gflops": round(flops * tasks_per_s / 1e9, 1), "share_of_matmul_peak": None,  # set at the end
+        "share_of_floor": round(tasks_per_s / floor["tasks_per_s"], 3) if setting.method != "protonet" else None,
+        "speedup_vs_l2l": None, "peak_mem_mb": None, "memory_vs_l2l": None, "max_grad_diff": None,
+    }
+
+
+def measure_row(row: dict[str, Any], tasks_per_s: float, group: Comparison, implementation: Implementation,
+                reference: dict[str, Any] | None, memory: bool, batch) -> None:
+    """The row's ratio to learn2learn, peak memory (fresh processes) and float64 gradient agreement."""
+    setting, device, chunk = implementation.setting, implementation.device, row["task_chunk"]
+    if reference is not None and row is not reference:
+        row["speedup_vs_l2l"] = round(tasks_per_s / reference["tasks_per_s"], 2)
+    if memory and group.memory:
+        row["peak_mem_mb"] = round(peak_memory_mb(setting, device, chunk), 1)
+        if reference is not None and setting.implementation == "ours" and reference["peak_mem_mb"]:
+            row["memory_vs_l2l"] = round(row["peak_mem_mb"] / reference["peak_mem_mb"], 2)
+    if group.agreement and setting.implementation == "ours":
+        row["max_grad_diff"] = gradient_agreement(replace(setting, task_chunk=chunk), device, batch, min(4, len(batch)))
+
+
 def run_perf(device: torch.device, quick: bool = False, rounds: int | None = None, memory: bool = True,
              checkpoint_steps: tuple[int, ...] = (1, 5, 10, 20), progress: Callable[[str], None] = log.info) -> dict[str, Any]:
     """Every comparison; returns the perf record (``rows`` hold one object per implementation and configuration)."""
-    from bench.algorithms.l2l_reference import learn2learn_available
-    from bench.environment import environment
-
     if not learn2learn_available():
         raise BenchError("bench perf compares with learn2learn, which is not installed; "
                          "run `python tools/install_learn2learn.py` (tox and .ci/run do this for you)")
@@ -428,51 +479,16 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
     floor = network_floor(groups[0].settings[0], device, batch, rounds)
     for group in groups:
         progress(f"{group.title}: {len(group.settings)} implementation(s), {rounds} interleaved round(s)")
-        built = []
-        for setting in group.settings:
-            implementation = Implementation(setting, device, batch)
-            if setting.autocast and device.type == "cpu" and not cpu_has_native_bf16() and setting.method in fastest_ours:
-                # Emulated bf16 runs many times slower than float32: measuring its chunk would take
-                # minutes for a row that only shows how slow it is, so it runs at float32's choice.
-                chunk = fastest_ours[setting.method].chosen["task_chunk"]
-                implementation.ours.task_chunk = chunk
-                implementation.chosen = {"task_chunk": chunk,
-                                         "task_chunk_choice": "set (float32's choice: this CPU has no native bf16)"}
-            else:
-                implementation.choose_chunk()
-            built.append(implementation)
-            if setting.implementation == "ours" and setting.task_chunk is None and not setting.autocast:
-                fastest_ours.setdefault(setting.method, implementation)
+        built = build_comparison(group, device, batch, fastest_ours)
         seconds = interleaved_seconds(built, rounds)
         flops = flops_per_task(group.settings[0], device, batch)
         reference = None
-        for setting, implementation, times in zip(group.settings, built, seconds, strict=True):
-            median = statistics.median(times)
-            tasks_per_s = len(batch) / median
-            chunk = implementation.chosen.get("task_chunk")
-            row = {
-                "name": f"{setting.method}-{setting.implementation}-{setting.inner_steps}step"
-                        + (f"-chunk{chunk}" if setting.task_chunk is not None else "")
-                        + ("-bf16" if setting.autocast else ""),
-                "comparison": group.title, "implementation": setting.label, "configuration": setting.configuration,
-                "method": setting.method, "inner_steps": setting.inner_steps, "task_chunk": chunk,
-                "task_chunk_choice": implementation.chosen.get("task_chunk_choice"), "autocast": setting.autocast,
-                "tasks_per_s": round(tasks_per_s, 2), "seconds_per_step": [round(t, 4) for t in times],
-                "gflops": round(flops * tasks_per_s / 1e9, 1), "share_of_matmul_peak": None,  # set at the end
-                "share_of_floor": round(tasks_per_s / floor["tasks_per_s"], 3) if setting.method != "protonet" else None,
-                "speedup_vs_l2l": None, "peak_mem_mb": None, "memory_vs_l2l": None, "max_grad_diff": None,
-            }
+        for implementation, times in zip(built, seconds, strict=True):
+            tasks_per_s = len(batch) / statistics.median(times)
+            row = timed_row(group, implementation, tasks_per_s, times, flops, floor)
             achieved[id(row)] = flops * tasks_per_s / 1e9
-            if setting.implementation == "l2l":
-                reference = row
-            elif reference is not None:
-                row["speedup_vs_l2l"] = round(tasks_per_s / reference["tasks_per_s"], 2)
-            if memory and group.memory:
-                row["peak_mem_mb"] = round(peak_memory_mb(setting, device, chunk), 1)
-                if reference is not None and setting.implementation == "ours" and reference["peak_mem_mb"]:
-                    row["memory_vs_l2l"] = round(row["peak_mem_mb"] / reference["peak_mem_mb"], 2)
-            if group.agreement and setting.implementation == "ours":
-                row["max_grad_diff"] = gradient_agreement(replace(setting, task_chunk=chunk), device, batch, min(4, len(batch)))
+            reference = reference or (row if implementation.setting.implementation == "l2l" else None)
+            measure_row(row, tasks_per_s, group, implementation, reference, memory, batch)
             progress(f"  {row['implementation']}: {row['tasks_per_s']} tasks/s"
                      + (f", {row['speedup_vs_l2l']}x learn2learn" if row["speedup_vs_l2l"] else ""))
             rows.append(row)
@@ -551,8 +567,6 @@ def test_time_rows(suite, episodes, batch, device: torch.device, rounds: int, qu
     """Test-time adaptation side by side on the same evaluation episodes and weights: learn2learn's
     per-task loop, ours one episode at a time (evaluation chunk 1), ours at the measured evaluation
     chunk, and every episode in one grouped call."""
-    from bench.execution import choose_eval_chunk
-
     sample = episodes.evaluation_sample() if episodes is not None else batch
     steps = suite.test_inner_steps
     if quick:  # for tests: a few episodes, two steps
@@ -713,6 +727,4 @@ def newest_per_machine(found: list[tuple[Path, dict[str, Any]]]) -> list[tuple[P
 
 
 def save(record: dict[str, Any], path: Path) -> None:
-    from bench.records import write_atomic
-
     write_atomic(path, json.dumps(record, indent=1, allow_nan=False) + "\n")

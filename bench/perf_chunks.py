@@ -26,6 +26,7 @@ import torch
 from bench.environment import environment, git_state
 from bench.execution import ExecutionOptions, chunk_candidates, fastest, measure_task_chunks, time_meta_gradient
 from bench.records import utc_now, write_atomic
+from bench.runner import Episodes, build_algorithm, plan_run
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ def previous_rule(algorithm: Any, batch: Any, device: torch.device, options: Exe
 
 
 def _algorithm(suite: str, tier: str, name: str) -> tuple[Any, Any]:
-    from bench.runner import Episodes, build_algorithm, plan_run
-
     with tempfile.TemporaryDirectory() as scratch:
         plan = plan_run(suite, [name], [0], tier, scratch, "cpu")
     episodes = Episodes(plan.suite, plan.device)

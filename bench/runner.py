@@ -27,7 +27,9 @@ from bench.algorithms import ALGORITHMS, Algorithm, Hyperparameters, Problem
 from bench.algorithms.base import parse_hparams
 from bench.algorithms.gradient import EVAL_CHUNK
 from bench.checkpoints import CHECKPOINTS, load_checkpoint, save_checkpoint
-from bench.config import MAX_SEED, SUITE_OVERRIDABLE, Suite, load_suite, read_yaml_text
+from bench.config import MAX_SEED, SUITE_OVERRIDABLE, Suite, load_suite, non_finite_number, read_yaml_text
+from bench.datasets import check_available
+from bench.datasets.shapes import check_episode_shapes
 from bench.environment import environment, git_state, resolve_device
 from bench.errors import BenchError, did_you_mean
 from bench.execution import ExecutionOptions, apply_compile, autocast, choose_eval_chunk, choose_task_chunk, recorded_eval_chunk
@@ -73,8 +75,6 @@ class Overrides:
                 suite[name] = value
             else:
                 ALGORITHMS.get(owner)  # raises "unknown algorithm ... did you mean"
-                from bench.config import non_finite_number
-
                 if non_finite_number(value) is not None:
                     raise BenchError(f"--set {text!r}: a hyperparameter must be a finite number, not {value!r}")
                 algorithms.setdefault(owner, {})[name] = value
@@ -207,9 +207,6 @@ def check_suite_algorithms(suite: Suite) -> None:
 def check_suite_data(suite: Suite) -> None:
     """The data files are there and the splits can supply the suite's episodes (cheap: no pixel is decoded)."""
     if suite.task_type == "classification":
-        from bench.datasets import check_available
-        from bench.datasets.shapes import check_episode_shapes
-
         check_available(suite)
         check_episode_shapes(suite)
 

@@ -20,7 +20,8 @@ def modules() -> dict[str, Path]:
 
 
 def import_graph() -> dict[str, set[str]]:
-    """Module -> the bench modules it imports, at module level or inside functions alike."""
+    """Module -> the bench modules it imports (at module level or inside functions alike), and the
+    packages around them."""
     known, graph = modules(), defaultdict(set)
     for name, path in known.items():
         for node in ast.walk(ast.parse(path.read_text())):
@@ -29,6 +30,13 @@ def import_graph() -> dict[str, set[str]]:
                     graph[name].add(f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module)
             elif isinstance(node, ast.Import):
                 graph[name].update(a.name for a in node.names if a.name.split(".")[0] == "bench")
+    # Importing bench.a.b runs bench.a's __init__ first: an edge to every enclosing package (but
+    # not to the module's own packages, which are being imported already when it runs).
+    for name, targets in graph.items():
+        own = {".".join(name.split(".")[:n]) for n in range(1, name.count(".") + 1)}
+        enclosing = {".".join(t.split(".")[:n]) for t in targets for n in range(2, t.count(".") + 1)}
+        targets |= (enclosing & set(known)) - own
+        targets.discard(name)
     return graph
 
 

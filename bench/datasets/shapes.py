@@ -10,6 +10,7 @@ alike, and that the task sources raise too if the data changed in between.
 from __future__ import annotations
 
 from bench.config import Suite
+from bench.datasets import dataset_module
 from bench.errors import BenchError
 
 SPLITS = ("train", "val", "test")
@@ -17,8 +18,6 @@ SPLITS = ("train", "val", "test")
 
 def class_sizes(suite: Suite) -> dict[str, dict[str, int]] | None:
     """Examples of each class (by name), per split, for a classification suite (None for regression)."""
-    from bench.datasets import dataset_module
-
     module = dataset_module(suite.data.kind)
     return module.class_sizes(suite.data) if module is not None else None
 
