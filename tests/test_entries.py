@@ -13,6 +13,7 @@ import pytest
 
 from bench import check, entries, records
 from bench.executors import execute
+from bench.formatting import relative_path
 from bench.leaderboard import leaderboards, render
 from bench.report import build_report
 from bench.runner import plan_run
@@ -131,7 +132,7 @@ def test_check_and_report_count_the_records_the_leaderboard_counts(results, tmp_
     [(description, table)] = leaderboards(results, "sine", "smoke")
     baseline = check.entries_from_records(results, "sine", "smoke")
     assert sorted(baseline) == ["cnp", "maml"]
-    assert baseline["maml"].records == [check._display_path(Path(p)) for p in description["entry_records"]["maml"]]
+    assert baseline["maml"].records == [relative_path(Path(p), Path.cwd()) for p in description["entry_records"]["maml"]]
     assert baseline["maml"].mean == table.set_index("algorithm").loc["maml", "mean"]
     build_report(results, tmp_path / "report", ["sine"])
     csv = (tmp_path / "report" / "sine" / f"smoke-{description['protocol_hash']}-table.csv").read_text()

@@ -135,13 +135,13 @@ def test_options_that_cannot_run_are_refused_before_any_work(cli, tmp_path):
 
 
 def test_bf16_autocast_on_a_cpu_without_native_bf16_is_warned_about(monkeypatch, caplog):
-    import bench.environment
+    import bench.execution
 
-    monkeypatch.setattr(bench.environment, "cpu_flags", lambda: {"avx2", "fma"})
+    monkeypatch.setattr(bench.execution, "cpu_flags", lambda: {"avx2", "fma"})
     ExecutionOptions(autocast="bf16").check([], {}, torch.device("cpu"))
     assert "runs emulated" in caplog.text
     caplog.clear()
-    monkeypatch.setattr(bench.environment, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
+    monkeypatch.setattr(bench.execution, "cpu_flags", lambda: {"avx2", "avx512_bf16"})
     ExecutionOptions(autocast="bf16").check([], {}, torch.device("cpu"))
     assert "runs emulated" not in caplog.text
 
