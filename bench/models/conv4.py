@@ -42,11 +42,12 @@ class Conv4(FunctionalNetwork):
     def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
         """(B, n, C, H, W) -> (B, n, feature_dim); batch-norm statistics over the first ``stats_from`` images (all when None)."""
         tasks, n = x.shape[:2]
-        # channels_last: with RGB inputs every layer then runs channels_last, in which oneDNN's
-        # convolutions with few input channels (the first layer) ran 1.3-2x faster (measured). A
-        # 1-channel input (Omniglot) is contiguous in both formats, and PyTorch then runs every
-        # layer contiguous; forcing channels_last after the first convolution moved `bench perf`'s
-        # query step by -10% to +13% depending on the chunk (AMD EPYC, ad hoc), so it is not done.
+        # channels_last: every layer then runs channels_last, in which oneDNN's convolutions with
+        # few input channels (the first layer) ran 1.3-2x faster (measured). Except for one task of
+        # 1-channel images (Omniglot at chunk 1): a single channel is contiguous in both formats,
+        # and PyTorch then runs every layer contiguous; forcing channels_last after the first
+        # convolution moved `bench perf`'s query step by -10% to +13% depending on the chunk (AMD
+        # EPYC, ad hoc), so it is not done.
         h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:]).contiguous(memory_format=torch.channels_last)
 
         def per_task(name: str, shape: tuple[int, ...]) -> torch.Tensor:
