@@ -26,6 +26,7 @@ from bench.records import write_atomic
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
+SPLITS = ("train", "val", "test")  # every classification dataset's splits, in this order
 # What reading a damaged zip archive raises: a bad header or CRC (BadZipFile), a flipped
 # compression-method byte (NotImplementedError), corrupt deflate data (zlib.error), a truncated
 # member (EOFError), or an unreadable file (OSError).

@@ -32,12 +32,11 @@ import torch
 from PIL import Image
 
 from bench.config import MiniImageNetData
-from bench.datasets.base import ClassImages, cache_dir, cache_key, cached, data_dir, file_sha256
+from bench.datasets.base import SPLITS, ClassImages, cache_dir, cache_key, cached, data_dir, file_sha256
 from bench.errors import BenchError
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 RAVI_CLASSES = {"train": 64, "val": 16, "test": 20}
 CSV_NAMES = {split: f"{split}.csv" for split in SPLITS}
 PICKLE_NAMES = {"train": "mini-imagenet-cache-train.pkl", "val": "mini-imagenet-cache-validation.pkl",

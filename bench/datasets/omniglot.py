@@ -18,11 +18,9 @@ import torch
 from PIL import Image
 
 from bench.config import OmniglotData
-from bench.datasets.base import ZIP_ERRORS, ClassImages, cache_key, cached, data_dir, file_sha256, require_files
+from bench.datasets.base import SPLITS, ZIP_ERRORS, ClassImages, cache_key, cached, data_dir, file_sha256, require_files
 from bench.datasets.verify import verify_official
 from bench.errors import BenchError
-
-SPLITS = ("train", "val", "test")
 
 # Official sources; the MD5s are those torchvision's Omniglot dataset checks.
 DOWNLOADS = {
@@ -149,7 +147,7 @@ def load_split_images(config: OmniglotData) -> tuple[ClassImages, dict[str, list
     characters = load_characters(config)
     splits = split_classes(config, list(characters.class_names))
     char_index = characters.index()
-    order = [name for split in ("train", "val", "test") for name in splits.get(split, [])]
+    order = [name for split in SPLITS for name in splits.get(split, [])]
     images = torch.empty((len(order), *characters.images.shape[1:]), dtype=torch.uint8)
     for row, name in enumerate(order):
         character, rotation = name.rsplit("/", 1)

@@ -11,9 +11,8 @@ from __future__ import annotations
 
 from bench.config import Suite
 from bench.datasets import dataset_module
+from bench.datasets.base import SPLITS
 from bench.errors import BenchError
-
-SPLITS = ("train", "val", "test")
 
 
 def class_sizes(suite: Suite) -> dict[str, dict[str, int]] | None:

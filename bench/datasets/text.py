@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.config import TextData
-from bench.datasets.base import data_dir, file_sha256
+from bench.datasets.base import SPLITS, data_dir, file_sha256
 from bench.datasets.verify import verify_official
 from bench.errors import BenchError
 
@@ -135,9 +135,9 @@ def _clinc150_json(path: Path) -> Iterator[tuple[str, str, str]]:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise BenchError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); download it again") from None
-    if not isinstance(data, dict) or not all(isinstance(data.get(s), list) for s in ("train", "val", "test")):
+    if not isinstance(data, dict) or not all(isinstance(data.get(s), list) for s in SPLITS):
         raise BenchError(f"{path}: expected CLINC150's data_full.json with lists 'train', 'val' and 'test'")
-    for split in ("train", "val", "test"):  # the oos_* rows are out-of-scope queries, not an intent
+    for split in SPLITS:  # the oos_* rows are out-of-scope queries, not an intent
         for index, row in enumerate(data[split]):
             if not (isinstance(row, list) and len(row) == 2 and all(isinstance(v, str) and v for v in row)):
                 raise BenchError(f"{path}: {split}[{index}] must be [text, intent], got {row!r}")
@@ -181,7 +181,7 @@ def load_examples(config: TextData) -> TextExamples:
 def split_members(config: TextData, examples: TextExamples) -> dict[str, list[str]]:
     """Each split's class names, checked: every listed class exists and no split is empty."""
     sizes = examples.class_sizes()
-    for split in ("train", "val", "test"):
+    for split in SPLITS:
         classes = config.split.get(split, ())
         if not classes:
             raise BenchError(f"text data {', '.join(config.files)}: split {split!r} lists no classes; "
@@ -190,7 +190,7 @@ def split_members(config: TextData, examples: TextExamples) -> dict[str, list[st
         if unknown:
             raise BenchError(f"text data {', '.join(config.files)}: split {split!r} lists class {unknown[0]!r}, which has "
                              f"no examples in the files (classes there: {', '.join(sorted(sizes)[:8])}...)")
-    return {split: list(config.split[split]) for split in ("train", "val", "test")}
+    return {split: list(config.split[split]) for split in SPLITS}
 
 
 def class_sizes(config: TextData) -> dict[str, dict[str, int]]:

@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from bench.config import TinyImageNetData
-from bench.datasets.base import ZIP_ERRORS, ClassImages, cache_key, cached, data_dir
+from bench.datasets.base import SPLITS, ZIP_ERRORS, ClassImages, cache_key, cached, data_dir
 from bench.datasets.verify import verify_official
 from bench.errors import BenchError
 
@@ -129,7 +129,7 @@ def load_classes(config: TinyImageNetData) -> ClassImages:
 
 def class_sizes(config: TinyImageNetData) -> dict[str, dict[str, int]]:
     """Images of each class of each split, as the suite file fixes them."""
-    return {s: dict.fromkeys(config.split.get(s, ()), config.images_per_class) for s in ("train", "val", "test")}
+    return {s: dict.fromkeys(config.split.get(s, ()), config.images_per_class) for s in SPLITS}
 
 
 def load_split_images(config: TinyImageNetData) -> tuple[ClassImages, dict[str, list[int]]]:
