@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench.config import load_suite
+from bench.config import TEXT_ENCODERS, load_suite
 from bench.datasets import text_features
 from bench.datasets.text_features import PAD, UNKNOWN
 from bench.errors import BenchError
 from bench.runner import plan_run
-from bench.tasks.text import TextTasks
+from bench.tasks.text import ENCODER_INPUTS, TextTasks
 from tests.datasets.test_text import needs_text
 
 CPU = torch.device("cpu")
@@ -189,3 +189,8 @@ def test_a_missing_file_of_ones_own_says_where_relative_paths_are_read_from(tmp_
     with pytest.raises(BenchError, match=r"text data not found: .*data/mine/x\.jsonl \(data\.files lists 'mine/x\.jsonl'; "
                                          r"a relative path is read from BENCH_DATA_DIR"):
         plan_run(str(suite), results_dir=tmp_path / "results", dry_run=True)
+
+
+def test_every_encoder_a_suite_may_name_has_its_inputs():
+    """The suite schema's encoder names and the task source's table are one list."""
+    assert tuple(ENCODER_INPUTS) == TEXT_ENCODERS
