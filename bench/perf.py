@@ -302,10 +302,6 @@ def profile_ops(implementation: Implementation, top: int = 8) -> list[dict[str, 
     return [{"op": key, "share": round(t / total, 3)} for key, t in events[:top]]
 
 
-def reference_implementation(built: list[Implementation]) -> Implementation:
-    return next(i for i in built if i.setting.implementation == "l2l")
-
-
 def interleaved_seconds(implementations: list[Implementation], rounds: int) -> list[list[float]]:
     for implementation in implementations:
         implementation.step()  # warm-up: one-time allocations and kernel selection
@@ -493,14 +489,13 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
                      + (f", {row['speedup_vs_l2l']}x learn2learn" if row["speedup_vs_l2l"] else ""))
             rows.append(row)
         if reference is not None and group is groups[0]:
-            fastest = next(i for i in built if i.setting.implementation == "ours" and i.setting.task_chunk is None
-                           and not i.setting.autocast)
-            # The chosen path, the per-task loop, every task grouped, and learn2learn's, one step each.
-            profiled = [fastest] + [i for i in built if i.setting.autocast is None and i.setting.task_chunk is not None]
+            # The chosen path, the per-task loop, every task grouped, and learn2learn's (the group's
+            # first, its reference), one step each.
+            profiled = [fastest_ours[group.settings[0].method]]
+            profiled += [i for i in built if i.setting.autocast is None and i.setting.task_chunk is not None] + [built[0]]
             record_extra["profiles"] = [
                 {"implementation": i.setting.label, "configuration": i.setting.configuration,
-                 "task_chunk": i.chosen.get("task_chunk"), "ops": profile_ops(i)}
-                for i in profiled + [reference_implementation(built)]]
+                 "task_chunk": i.chosen.get("task_chunk"), "ops": profile_ops(i)} for i in profiled]
             bounded = (group.title, flops, reference["tasks_per_s"])
             record_extra["network_floor"] = {**floor, "configuration": group.title,
                                              "max_speedup_vs_l2l": round(floor["tasks_per_s"] / reference["tasks_per_s"], 2)}
