@@ -24,27 +24,27 @@ from typing import Any
 import pandas as pd
 import torch
 
-from bench import check as checks
-from bench import cost as costs
-from bench import executors
-from bench import leaderboard as leaderboards
-from bench import perf as perf_core
-from bench import perf_chunks as chunk_choice
-from bench import perf_executors as executor_overhead
-from bench import reproduce as reruns
 from bench.algorithms import ALGORITHMS
-from bench.cache import clear, describe
 from bench.config import TEXT_ENCODERS, available_suites, load_suite
 from bench.datasets import check_available
+from bench.datasets.download import download as download_dataset
 from bench.datasets.shapes import check_episode_shapes, class_sizes
-from bench.download import download as download_dataset
-from bench.environment import environment, resolve_device
 from bench.errors import BenchError
-from bench.execution import ExecutionOptions
-from bench.executors import import_ray
+from bench.measure import cost as costs
+from bench.measure import perf as perf_core
+from bench.measure import perf_chunks as chunk_choice
+from bench.measure import perf_executors as executor_overhead
 from bench.records import check_writable, utc_now, write_atomic
-from bench.report import build_report
-from bench.runner import RunPlan, check_suite_algorithms, plan_run
+from bench.results import check as checks
+from bench.results import leaderboard as leaderboards
+from bench.results import reproduce as reruns
+from bench.results.report import build_report
+from bench.run import executors
+from bench.run.cache import clear, describe
+from bench.run.environment import environment, resolve_device
+from bench.run.execution import ExecutionOptions
+from bench.run.executors import import_ray
+from bench.run.runner import RunPlan, check_suite_algorithms, plan_run
 
 log = logging.getLogger(__name__)
 
@@ -107,22 +107,9 @@ def validate_suites(names: list[str] | None = None, without_data: list[str] | No
     return errors
 
 
-def plan(
-    suite: str,
-    algorithms: list[str] | None = None,
-    seeds: list[int] | None = None,
-    tier: str | None = None,
-    results_dir: Path | str = "results",
-    device: str = "auto",
-    overrides: list[str] | tuple[str, ...] = (),
-    execution: ExecutionOptions | None = None,
-    executor: Any = None,
-    dry_run: bool = False,
-) -> RunPlan:
-    """Check everything a run needs and return its plan (``plan.runs``: the (algorithm, seed) pairs;
-    ``plan.skipped``: the algorithms left out and why); ``dry_run`` builds no episodes."""
-    return plan_run(suite, algorithms, seeds, tier, results_dir, device, list(overrides), execution or ExecutionOptions(),
-                    dry_run=dry_run, executor=executor)
+plan = plan_run
+"""Check everything a run needs and return its plan (``plan.runs``: the (algorithm, seed) pairs;
+``plan.skipped``: the algorithms left out and why); ``dry_run`` builds no episodes."""
 
 
 def run(
@@ -140,10 +127,10 @@ def run(
 ) -> list[dict[str, Any]]:
     """Run ``algorithms`` (all that apply when None) on ``suite``; returns the run records.
 
-    ``executor``: ``bench.executors.LocalExecutor()`` (the default) or ``RayExecutor(address, ...)``;
+    ``executor``: ``bench.run.executors.LocalExecutor()`` (the default) or ``RayExecutor(address, ...)``;
     ``resume`` skips runs finished in ``results_dir`` and continues interrupted ones;
     ``execution``: how the runs execute (task chunk, autocast, threads, ...), not what they compute."""
-    planned = plan(suite, algorithms, seeds, tier, results_dir, device, overrides, execution, executor)
+    planned = plan(suite, algorithms, seeds, tier, results_dir, device, overrides, execution, executor=executor)
     return executors.execute(planned, progress=progress, executor=executor, resume=resume)
 
 

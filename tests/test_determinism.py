@@ -10,9 +10,9 @@ import torch
 from bench.config import load_suite
 from bench.datasets import check_available
 from bench.errors import BenchError
-from bench.execution import ExecutionOptions
-from bench.executors import execute
-from bench.runner import plan_run, resolve_algorithms
+from bench.run.execution import ExecutionOptions
+from bench.run.executors import execute
+from bench.run.runner import plan_run, resolve_algorithms
 
 DEFAULT_THREADS = torch.get_num_threads()  # as the test process started: what a user's run gets
 # Two meta-iterations, one validation, a few test episodes: every step of a run once; a thread race shows in any step.
@@ -27,7 +27,7 @@ BACKBONES = {  # backbone -> (suite at its smoke tier, overrides)
 
 
 def _pairs() -> list[tuple[str, str]]:
-    from bench.runner import Overrides
+    from bench.run.runner import Overrides
 
     pairs = []
     for backbone, (suite_name, overrides) in BACKBONES.items():
@@ -48,7 +48,7 @@ def test_the_same_seed_twice_gives_the_same_bits(backbone, algorithm, tmp_path):
             pytest.skip(str(exc))
     torch.set_num_threads(DEFAULT_THREADS)
     # Two chunks of the meta-batch, set rather than measured: the measured choice is cached, so a rerun takes
-    # the same path (tests/test_execution.py); measuring each of these 60-odd configurations would cost minutes.
+    # the same path (tests/run/test_execution.py); measuring each of these 60-odd configurations would cost minutes.
     options = ExecutionOptions(task_chunk=2)
     plans = [plan_run(suite, [algorithm], [0], "smoke", tmp_path / side, "cpu", overrides, options) for side in "ab"]
     first, second = (execute(plan, progress=False)[0] for plan in plans)

@@ -22,9 +22,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bench import records
-from bench.checkpoints import load_checkpoint, save_checkpoint
 from bench.cli import main
 from bench.datasets.base import cached_tensor
+from bench.run.checkpoints import load_checkpoint, save_checkpoint
 from tests.conftest import ROOT
 from tests.test_fuzz import fuzz
 

@@ -36,7 +36,7 @@ from bench import records
 from bench.algorithms import ALGORITHMS
 from bench.cli import build_parser, main
 from bench.config import SUITE_OVERRIDABLE, load_suite
-from bench.runner import plan_run
+from bench.run.runner import plan_run
 from tests.conftest import ROOT, snapshot
 
 SUITES = ROOT / "suites"

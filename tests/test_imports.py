@@ -1,4 +1,5 @@
-"""The package's import graph: no cycles, and every module imports on its own."""
+"""The package's import graph: no cycles, imports flow down the layers that ``bench/__init__.py``
+describes, and every module imports on its own."""
 
 from __future__ import annotations
 
@@ -72,6 +73,53 @@ def test_imports_flow_one_way():
     graph = import_graph()
     assert len(graph) > 40  # the walk saw the package
     assert cycle(graph) is None, " -> ".join(cycle(graph) or [])
+
+
+# bench/__init__.py's list: a module may import from its own layer and the layers before it.
+LAYERS = (
+    {"bench", "bench.errors", "bench.formatting", "bench.config", "bench.registry", "bench.seeding", "bench.stats",
+     "bench.records", "bench.identity"},
+    {"bench.datasets", "bench.models"},
+    {"bench.tasks"},
+    {"bench.algorithms"},
+    {"bench.run"},
+    {"bench.results"},
+    {"bench.measure"},
+    {"bench.api"},
+    {"bench.cli", "bench.__main__"},
+)
+
+
+def layer(module: str) -> int:
+    """The layer of ``module``: that of the longest listed name it is or lies under."""
+    for length in range(module.count(".") + 1, 0, -1):
+        prefix = ".".join(module.split(".")[:length])
+        for number, names in enumerate(LAYERS):
+            if prefix in names:
+                return number
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS and to bench/__init__.py's list")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    return [f"{name} (layer {layer(name) + 1}) imports {target} (layer {layer(target) + 1})"
+            for name, targets in sorted(graph.items()) for target in sorted(targets) if layer(target) > layer(name)]
+
+
+def test_imports_flow_down_the_layers():
+    upward = upward_imports(import_graph())
+    assert not upward, "\n".join(upward)
+
+
+def test_every_module_is_in_a_layer():
+    for name in modules():
+        layer(name)
+
+
+def test_the_layer_check_sees_an_upward_import():
+    assert upward_imports({"bench.tasks.base": {"bench.results.entries", "bench.records"}}) == [
+        "bench.tasks.base (layer 3) imports bench.results.entries (layer 6)"]
+    assert layer("bench.run.runner") > layer("bench.algorithms.maml") > layer("bench.tasks.sine") > layer("bench.records")
+    assert layer("bench.results.report") < layer("bench.measure.perf") < layer("bench.cli.run")
 
 
 def test_every_module_imports_on_its_own():

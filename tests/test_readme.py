@@ -27,7 +27,7 @@ def test_docs_tables_are_generated_from_the_committed_records():
 def test_the_committed_report_is_generated_from_the_committed_records(tmp_path):
     """report/ is `python -m bench report`'s output for results/: its tables must match a fresh build
     and every figure it links must exist (figure bytes depend on the matplotlib and font versions)."""
-    from bench.report import build_report
+    from bench.results.report import build_report
 
     written = build_report(ROOT / "results", tmp_path)
     committed = ROOT / "report"

@@ -22,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench import cost, perf, perf_chunks, perf_executors, reproduce  # noqa: E402
-from bench.leaderboard import leaderboards, render  # noqa: E402
+from bench.measure import cost, perf, perf_chunks, perf_executors  # noqa: E402
+from bench.results import reproduce  # noqa: E402
+from bench.results.leaderboard import leaderboards, render  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- leaderboard:(?P<suite>[\w.-]+):(?P<tier>\w+) -->\n)(?P<body>.*?)(<!-- /leaderboard -->)", re.S)
 RESULTS = ROOT / "results"

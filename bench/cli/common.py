@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from bench.errors import BenchError, one_line
-from bench.executors import LocalExecutor, RayExecutor
+from bench.run.executors import LocalExecutor, RayExecutor
 
 
 class Parser(argparse.ArgumentParser):

@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 
-from bench import api, perf_chunks, perf_executors
-from bench import cost as costs
-from bench import perf as perf_core
+from bench import api
 from bench.cli import common
 from bench.config import TEXT_ENCODERS
+from bench.measure import cost as costs
+from bench.measure import perf as perf_core
+from bench.measure import perf_chunks, perf_executors
 
 
 def _perf_arguments(parser: argparse.ArgumentParser) -> None:

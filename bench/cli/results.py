@@ -8,11 +8,11 @@ import logging
 from pathlib import Path
 
 from bench import api
-from bench.check import Thresholds, render_markdown
 from bench.cli import common
 from bench.errors import BenchError
 from bench.records import write_atomic
-from bench.reproduce import render as render_reproduction
+from bench.results.check import Thresholds, render_markdown
+from bench.results.reproduce import render as render_reproduction
 
 log = logging.getLogger("bench")
 

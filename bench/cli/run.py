@@ -10,7 +10,7 @@ from bench import api
 from bench.cli import common
 from bench.config import TEXT_ENCODERS
 from bench.errors import one_line
-from bench.execution import ExecutionOptions
+from bench.run.execution import ExecutionOptions
 
 log = logging.getLogger("bench")
 
@@ -56,7 +56,7 @@ def handle(args: argparse.Namespace) -> int:
                                  checkpoint_every=args.checkpoint_every)
     executor = common.executor_from(args)
     plan = api.plan(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides,
-                    execution, executor, dry_run=args.dry_run)
+                    execution, executor=executor, dry_run=args.dry_run)
     log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
     if args.dry_run:

@@ -11,7 +11,7 @@ from bench import api
 from bench.cli import common
 from bench.config import available_suites
 from bench.datasets import DATA_MODULES
-from bench.download import NOT_DOWNLOADABLE
+from bench.datasets.download import NOT_DOWNLOADABLE
 from bench.errors import one_line
 
 

@@ -25,7 +25,7 @@ from bench.errors import BenchError
 from bench.records import write_atomic
 
 log = logging.getLogger(__name__)
-MEMO = "verified-data.json"  # bench.cache lists and clears it with the data caches
+MEMO = "verified-data.json"  # bench.run.cache lists and clears it with the data caches
 SKIP_VARIABLE = "BENCH_UNVERIFIED_DATA"
 
 

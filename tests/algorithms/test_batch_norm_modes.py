@@ -17,7 +17,7 @@ from bench.config import load_suite
 from bench.errors import BenchError
 from bench.models.conv4 import Conv4
 from bench.models.resnet12 import ResNet12
-from bench.runner import resolve_algorithms
+from bench.run.runner import resolve_algorithms
 from bench.seeding import generator
 from tests.algorithms.test_classification import CLASSIFICATION, synthetic_batch  # the image classifiers
 

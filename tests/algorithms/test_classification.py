@@ -17,7 +17,7 @@ from bench.algorithms.matchingnet import matching_log_probs
 from bench.algorithms.metaoptnet import crammer_singer_dual, ridge_logits, simplex_projection, svm_logits
 from bench.config import load_suite
 from bench.errors import BenchError
-from bench.runner import Episodes, problem_for
+from bench.run.runner import Episodes, problem_for
 from bench.seeding import generator
 from bench.tasks import TaskBatch
 

@@ -7,7 +7,7 @@ import torch
 
 from bench.algorithms import ALGORITHMS
 from bench.config import load_suite
-from bench.runner import Episodes, problem_for
+from bench.run.runner import Episodes, problem_for
 from bench.seeding import generator
 from bench.tasks import make_task_source
 

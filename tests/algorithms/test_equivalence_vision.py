@@ -9,7 +9,7 @@ import torch
 
 from bench.algorithms import ALGORITHMS
 from bench.config import load_suite
-from bench.runner import Episodes, problem_for
+from bench.run.runner import Episodes, problem_for
 from bench.seeding import generator
 
 pytest.importorskip("learn2learn")

@@ -22,8 +22,8 @@ from bench.algorithms import ALGORITHMS, Algorithm
 from bench.config import load_suite
 from bench.datasets import check_available
 from bench.errors import BenchError
-from bench.execution import ExecutionOptions, autocast
-from bench.runner import RunPlan, build_algorithm, configure_execution, plan_run
+from bench.run.execution import ExecutionOptions, autocast
+from bench.run.runner import RunPlan, build_algorithm, configure_execution, plan_run
 from bench.tasks import TaskBatch
 
 TIER = "smoke"

@@ -17,7 +17,7 @@ import torch
 
 from bench.algorithms import ALGORITHMS
 from bench.config import load_suite
-from bench.runner import Episodes, problem_for
+from bench.run.runner import Episodes, problem_for
 from bench.seeding import generator
 
 DATA = Path(os.environ.get("BENCH_DATA_DIR", ""))

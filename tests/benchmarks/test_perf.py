@@ -14,7 +14,7 @@ import time
 import pytest
 import torch
 
-from bench.perf import Implementation, Setting, batch_for, comparisons, perf_suite
+from bench.measure.perf import Implementation, Setting, batch_for, comparisons, perf_suite
 
 pytest.importorskip("learn2learn")
 QUICK = False  # the configuration of the issue: Omniglot 5-way 1-shot, meta-batch 32, Conv-4-64

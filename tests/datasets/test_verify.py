@@ -12,7 +12,7 @@ import pytest
 from bench.datasets import verify
 from bench.datasets.omniglot import MEMBER_DIGESTS
 from bench.errors import BenchError
-from bench.runner import plan_run
+from bench.run.runner import plan_run
 
 SHARED = Path(os.environ.get("BENCH_DATA_DIR", ""))
 needs_reuters = pytest.mark.skipif(not (SHARED / "text" / "reuters" / "reuters.json").is_file(),

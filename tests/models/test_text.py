@@ -9,7 +9,7 @@ from bench.algorithms import ALGORITHMS
 from bench.config import TextModel, load_suite
 from bench.datasets.text_features import PAD
 from bench.models import TextNet
-from bench.runner import Episodes, problem_for
+from bench.run.runner import Episodes, problem_for
 from bench.seeding import generator
 from tests.tasks.test_text import generated_dataset
 

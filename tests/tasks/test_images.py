@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.config import load_suite
-from bench.runner import Episodes
+from bench.run.runner import Episodes
 
 HAS_OMNIGLOT = (Path(os.environ.get("BENCH_DATA_DIR", "")) / "omniglot" / "images_background.zip").is_file()
 pytestmark = pytest.mark.skipif(not HAS_OMNIGLOT, reason="BENCH_DATA_DIR has no Omniglot")

@@ -12,7 +12,7 @@ from bench.config import TEXT_ENCODERS, load_suite
 from bench.datasets import text_features
 from bench.datasets.text_features import PAD, UNKNOWN
 from bench.errors import BenchError
-from bench.runner import plan_run
+from bench.run.runner import plan_run
 from bench.tasks.text import ENCODER_INPUTS, TextTasks
 from tests.datasets.test_text import needs_text
 
