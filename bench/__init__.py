@@ -17,3 +17,4 @@ in this list (``tests/test_imports.py`` holds the code to it):
 """
 
 __version__ = "0.1.0"
+DISTRIBUTION = "metalearn-bench"  # the name on the package index (`bench` there is another project)

@@ -22,7 +22,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from bench.errors import BenchError, did_you_mean
 from bench.formatting import relative_path
 
-SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
+# In a checkout bench/suites links to the top-level suites/ folder; an installed wheel holds the files
+# themselves there.
+_PACKAGED_SUITES = Path(__file__).resolve().parent / "suites"
+SUITES_DIR = _PACKAGED_SUITES.resolve() if _PACKAGED_SUITES.is_symlink() else _PACKAGED_SUITES
 TIERS = ("smoke", "ci", "standard", "paper")
 REQUIRED_TIERS = ("smoke", "standard", "paper")  # every suite has these; ci is optional
 # Upper bounds far above any published protocol, so that a typo (an extra zero, 1e20) is refused

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import importlib.util
+import re
+from pathlib import Path
 
 from tests.conftest import ROOT
 
@@ -18,10 +20,55 @@ def test_readme_tables_are_generated_from_the_committed_records():
     assert load_tool().regenerate(text) == text, "run python tools/update_readme.py"
 
 
+def pages() -> list[Path]:
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
 def test_docs_tables_are_generated_from_the_committed_records():
-    text = (ROOT / "docs" / "reproducibility.md").read_text()
-    assert "<!-- chunks -->" in text and "<!-- reproduce -->" in text
-    assert load_tool().regenerate(text) == text, "run python tools/update_readme.py"
+    texts = {path.relative_to(ROOT).as_posix(): path.read_text() for path in pages()}
+    assert "<!-- chunks -->" in texts["docs/reproducibility.md"] and "<!-- reproduce -->" in texts["docs/reproducibility.md"]
+    assert "<!-- leaderboard:" in texts["docs/results/vision.md"] and "<!-- perf -->" in texts["docs/performance.md"]
+    tool = load_tool()
+    for name, text in texts.items():
+        assert tool.regenerate(text) == text, f"{name}: run python tools/update_readme.py"
+
+
+def anchors(text: str) -> set[str]:
+    """GitHub's heading anchors: lower case, punctuation dropped, spaces to hyphens."""
+    found, fenced = set(), False
+    for line in text.splitlines():
+        fenced ^= line.startswith("```")
+        if not fenced and line.startswith("#"):
+            found.add(re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-"))
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text()):
+        if re.match(r"^[a-z]+:", target):
+            continue
+        file, _, anchor = target.partition("#")
+        linked = (path.parent / file).resolve() if file else path
+        if not linked.exists():
+            broken.append(f"{target} (no such file)")
+        elif anchor and linked.suffix == ".md" and anchor not in anchors(linked.read_text()):
+            broken.append(f"{target} (no such heading)")
+    return broken
+
+
+def test_links_between_the_pages_resolve():
+    broken = {path.relative_to(ROOT).as_posix(): found for path in pages() if (found := broken_links(path))}
+    assert not broken
+
+
+def test_the_link_check_sees_a_broken_link(tmp_path):
+    (tmp_path / "a.md").write_text("# A page\n[ok](#a-page) [gone](b.md) [nohead](a.md#elsewhere)\n")
+    assert broken_links(tmp_path / "a.md") == ["b.md (no such file)", "a.md#elsewhere (no such heading)"]
+
+
+def test_the_readme_is_a_short_front_door():
+    assert len((ROOT / "README.md").read_bytes()) <= 10_000
 
 
 def test_the_committed_report_is_generated_from_the_committed_records(tmp_path):

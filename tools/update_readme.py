@@ -1,4 +1,4 @@
-"""Regenerate the results tables of README.md from the records under results/.
+"""Regenerate the results tables of README.md and the docs pages from the records under results/.
 
 README tables sit between ``<!-- leaderboard:SUITE:TIER -->`` and ``<!-- /leaderboard -->`` (the
 full report of every suite, ``report/``, is written by ``python -m bench report``). The performance
@@ -18,15 +18,17 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import cost, perf, perf_chunks, perf_executors  # noqa: E402
 from bench.results import reproduce  # noqa: E402
-from bench.results.leaderboard import leaderboards, render  # noqa: E402
+from bench.results.leaderboard import leaderboards, render, title  # noqa: E402
 
-BLOCK = re.compile(r"(<!-- leaderboard:(?P<suite>[\w.-]+):(?P<tier>\w+) -->\n)(?P<body>.*?)(<!-- /leaderboard -->)", re.S)
+BLOCK = re.compile(r"(<!-- leaderboard:(?P<suite>[\w.-]+):(?P<tier>\w+)(?P<compact>:compact)? -->\n)(?P<body>.*?)"
+                   r"(?P<end><!-- /leaderboard -->)", re.S)
 RESULTS = ROOT / "results"
 
 
@@ -35,13 +37,30 @@ COST_BLOCK = re.compile(r"(<!-- cost -->\n)(?P<body>.*?)(<!-- /cost -->)", re.S)
 EXECUTORS_BLOCK = re.compile(r"(<!-- executors -->\n)(?P<body>.*?)(<!-- /executors -->)", re.S)
 CHUNKS_BLOCK = re.compile(r"(<!-- chunks -->\n)(?P<body>.*?)(<!-- /chunks -->)", re.S)
 REPRODUCE_BLOCK = re.compile(r"(<!-- reproduce -->\n)(?P<body>.*?)(<!-- /reproduce -->)", re.S)
-PAGES = ("README.md", "docs/*.md")  # the pages whose blocks are generated
+PAGES = ("README.md", "docs/*.md", "docs/results/*.md")  # the pages whose blocks are generated
+
+
+def compact_table(boards: list[tuple[dict, Any]], results_dir: Path) -> str:
+    """The front page's leaderboard: rank, algorithm, mean ± 95% interval, seeds and throughput, under
+    the machine the records were measured on."""
+    out = []
+    for description, table in boards:
+        environments = [json.loads((results_dir.parent / path).read_text())["environment"]
+                        for path in description["record_paths"]]
+        machines = sorted({f"{e['device_name']}, {e['torch_threads']} torch threads, torch {e['torch']}" for e in environments})
+        rows = ["| rank | algorithm | family | mean ± 95% CI | seeds | meta-train tasks/s | test tasks/s |",
+                "|---|---|---|---|---|---|---|"]
+        rows += [f"| {r.rank:g} | {r.algorithm} | {r.family} | {r.mean:.4g} ± {r.ci95:.3g} | {r.seeds} | "
+                 f"{r.meta_train_tasks_per_s:,.0f} | {r.test_tasks_per_s:,.0f} |" for r in table.itertuples(index=False)]
+        out.append(f"**{title(description)}**; throughput measured on {' and '.join(machines)}:\n\n" + "\n".join(rows))
+    return "\n\n".join(out)
 
 
 def regenerate(text: str, results_dir: Path = RESULTS) -> str:
     def table(match: re.Match) -> str:
-        body = render(leaderboards(results_dir, match["suite"], match["tier"]), "markdown")
-        return f"{match.group(1)}{body}\n{match.group(5)}"
+        boards = leaderboards(results_dir, match["suite"], match["tier"])
+        body = compact_table(boards, results_dir) if match["compact"] else render(boards, "markdown")
+        return f"{match.group(1)}{body}\n{match['end']}"
 
     def perf_table(match: re.Match) -> str:
         found = [(path, json.loads(path.read_text())) for path in sorted((results_dir / "perf").glob("perf-*.json"))]

@@ -21,8 +21,8 @@ from bench.datasets.verify import verify_official
 from bench.errors import BenchError
 
 # Official sources. Bao et al.'s processed HuffPost and Reuters files come in one zip (the member is
-# given after '#'); the checksums are of the files themselves, as distributed (sha256 of the copies
-# in ../shared/data, which keep the official bytes).
+# given after '#'); the checksums are of the files themselves, as distributed (sha256 of copies
+# that keep the official bytes, taken when each source was added).
 BAO_ZIP = "https://people.csail.mit.edu/yujia/files/distributional-signatures/data.zip"
 POLYAI = "https://raw.githubusercontent.com/PolyAI-LDN/task-specific-datasets/master/banking_data"
 DOWNLOADS = {

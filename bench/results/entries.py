@@ -1,5 +1,5 @@
 """What one leaderboard row is: the records averaged together, chosen here for leaderboards,
-``bench check`` and ``bench report`` alike (docs: "Records" in the README).
+``bench check`` and ``bench report`` alike (docs/records.md).
 
 A *table* holds records whose numbers mean the same thing and were bought with the same training
 budget: same suite name and version, tier, protocol hash (episodes, data, model, metric) and budget

@@ -278,7 +278,7 @@ def _notes(description: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _title(description: dict[str, Any]) -> str:
+def title(description: dict[str, Any]) -> str:
     protocol = description["protocol"]
     better = "lower is better" if description["lower_is_better"] else "higher is better"
     if protocol.get("ways") is not None:
@@ -313,10 +313,10 @@ def render(tables: list[tuple[dict[str, Any], pd.DataFrame]], fmt: str = "table"
                           for d, table in tables], ignore_index=True).to_csv(index=False)
     shown = [(d, t.drop(columns=[c for c in SHOWN_APART if c in t])) for d, t in tables]
     if fmt == "markdown":
-        return "\n\n".join(f"**{_title(d)}**\n\n{_markdown(t)}" + (f"\n\n{_notes(d)}" if _notes(d) else "")
+        return "\n\n".join(f"**{title(d)}**\n\n{_markdown(t)}" + (f"\n\n{_notes(d)}" if _notes(d) else "")
                            for d, t in shown)
     if fmt == "table":
         with pd.option_context("display.width", 250, "display.max_columns", None, "display.max_colwidth", 60):
-            return "\n\n".join(f"{_title(d)}\n{t.to_string(index=False, float_format=lambda v: f'{v:.4g}')}"
+            return "\n\n".join(f"{title(d)}\n{t.to_string(index=False, float_format=lambda v: f'{v:.4g}')}"
                                + (f"\n{_notes(d)}" if _notes(d) else "") for d, t in shown)
     raise BenchError(f"unknown format {fmt!r}; use table, json, csv or markdown")

@@ -363,7 +363,7 @@ def _board_section(name: str, description: dict[str, Any], table: pd.DataFrame, 
     tier, protocol_hash = description["tier"], description["protocol_hash"]
     siblings = [d for d, _ in suite_boards if d["tier"] == tier]
     short = f"{name} · {tier} · {setting(description, siblings)}"
-    caption = leaderboard._title(description)
+    caption = leaderboard.title(description)
     shown, sources = paper_table(description, table)
     notes = [*leaderboard._notes(description).splitlines(), *_source_notes(sources)]
     base = out_dir / name / f"{tier}-{protocol_hash}"

@@ -6,7 +6,7 @@ decide the arithmetic: task chunk, inner-step checkpointing, autocast, compile, 
 the device type. The rerun goes to a scratch results directory; its per-episode test values are
 compared with the record's: bit-identical, or the largest difference. Where they differ, the
 comparison names what differs between the two runs' setups (code version, git commit, torch,
-device model, threads), which is where the contract in the README says bit-identity ends.
+device model, threads), which is where the contract in docs/reproducibility.md says bit-identity ends.
 
 Nothing is rerun when the protocol cannot be rebuilt (the suite file changed what the episodes
 are): that is bad input, said before any run.
@@ -26,10 +26,10 @@ import torch
 from bench import records
 from bench.algorithms.base import parse_hparams
 from bench.algorithms.gradient import EVAL_CHUNK
-from bench.config import BUDGET_FIELDS, load_suite
+from bench.config import BUDGET_FIELDS, SUITES_DIR, load_suite
 from bench.errors import BenchError
 from bench.formatting import significant
-from bench.run.environment import PROJECT_ROOT, environment
+from bench.run.environment import environment
 from bench.run.execution import ExecutionOptions, recorded_eval_chunk
 from bench.run.executors import execute
 from bench.run.runner import RunPlan, plan_run
@@ -49,7 +49,7 @@ def _suite_source(record: dict[str, Any]) -> str:
     """The suite file the record names (relative to the project), else the suite by name."""
     stored = record["suite"].get("file")
     if stored:
-        for candidate in (Path(stored), PROJECT_ROOT / stored):
+        for candidate in (Path(stored), SUITES_DIR.parent / stored):  # records name it relative to that
             if candidate.is_file():
                 return str(candidate)
     return record["suite"]["name"]

@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 
+from bench import DISTRIBUTION
 from bench.datasets.verify import describe
 from bench.errors import BenchError
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]  # the checkout holding bench/ (git runs there)
 
 
 def resolve_device(requested: str) -> torch.device:
@@ -125,7 +126,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "cudnn_benchmark": torch.backends.cudnn.benchmark,
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if cuda else _cpu_name(),
-        "packages": {name: _package_version(name) for name in ("bench", "numpy", "pandas", "learn2learn")},
+        "packages": {"bench": _package_version(DISTRIBUTION),
+                     **{name: _package_version(name) for name in ("numpy", "pandas", "learn2learn")}},
         "git": git_state(),
         "data_checksums": data_checks(),
     }

@@ -270,7 +270,7 @@ class RayExecutor:
     """Each run is a Ray task with its own resources; retried when its worker dies.
 
     Workers need bench (the same version) and the data: on this machine a local Ray instance
-    shares both; on a cluster every node needs the same environment and ``BENCH_DATA_DIR`` (README).
+    shares both; on a cluster every node needs the same environment and ``BENCH_DATA_DIR`` (docs/running.md).
     A retried run continues from its checkpoint when the results directory is shared storage.
     """
 

@@ -72,7 +72,8 @@ def test_in_the_inductive_mode_a_query_ignores_the_other_queries(name):
     batch = synthetic_batch(tasks=2, queries=3)
     for mode in ("inductive", "transductive"):
         algorithm = build(name, mode, RawScores)
-        first, second = (algorithm.evaluate(b, algorithm.evaluation_steps(3))[:, 0] for b in (batch, other_queries_changed(batch)))
+        first, second = (algorithm.evaluate(b, algorithm.evaluation_steps(3))[:, 0]
+                         for b in (batch, other_queries_changed(batch)))
         if mode == "inductive":
             assert torch.allclose(first, second, atol=1e-5), f"{name}: query 0's scores moved with the other queries"
         else:

@@ -24,7 +24,8 @@ def float64():
 
 def meta_gradients(name, suite, batch, **hparams):
     algorithm_cls = ALGORITHMS.get(name)
-    algorithm = algorithm_cls(algorithm_cls.Hparams(**hparams), problem_for(suite, make_task_source(suite)), generator("equivalence"))
+    problem = problem_for(suite, make_task_source(suite))
+    algorithm = algorithm_cls(algorithm_cls.Hparams(**hparams), problem, generator("equivalence"))
     algorithm.zero_grad()
     algorithm.meta_loss(batch).backward()
     return algorithm, {k: p.grad for k, p in algorithm.backbone.named_parameters()}
@@ -65,4 +66,4 @@ def test_metasgd_meta_gradient_matches_learn2learn(float64):
     assert worst <= 1e-10
     reference_lr_grads = [p.grad for p in reference.learner.lrs]
     ours_lr_grads = [ours.learned_lrs[k.replace(".", "/")].grad for k, _ in ours.backbone.named_parameters()]
-    assert max((a - b).abs().max().item() for a, b in zip(ours_lr_grads, reference_lr_grads)) <= 1e-10
+    assert max((a - b).abs().max().item() for a, b in zip(ours_lr_grads, reference_lr_grads, strict=True)) <= 1e-10

@@ -2,7 +2,7 @@
 
 A speed guard for pull requests, not a measurement to publish: ``tox -e benchmark -- --benchmark-save=main``
 on main, then ``tox -e benchmark -- --benchmark-compare=NNNN --benchmark-compare-fail=min:50%`` on the
-branch, on the same machine (README, "pytest-benchmark"). Each algorithm is built as ``bench run`` builds
+branch, on the same machine (docs/performance.md, "pytest-benchmark"). Each algorithm is built as ``bench run`` builds
 it (``plan_run``, ``build_algorithm``, ``configure_execution``), except that the task and evaluation chunks are
 fixed: the runner's measured choices are cached per machine and can differ between two runs' caches.
 """

@@ -1,4 +1,4 @@
-"""Omniglot read from the official archives in ../shared/data (BENCH_DATA_DIR)."""
+"""Omniglot read from the official archives in BENCH_DATA_DIR."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Text datasets: the real files in ../shared/data/text, the committed class splits, and bad input."""
+"""Text datasets: the real files in BENCH_DATA_DIR/text, the committed class splits, and bad input."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tiny-ImageNet-200: the 300-per-class subset in ../shared/data, and generated archives in the official layout."""
+"""Tiny-ImageNet-200: the 300-per-class subset in BENCH_DATA_DIR, and generated archives in the official layout."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ def test_same_seed_twice_gives_identical_per_task_numbers(tmp_path):
     algorithms = ("maml", "metasgd", "reptile", "cnp", "transfer")
     first = execute(smoke(tmp_path / "a", algorithms), progress=False)
     second = execute(smoke(tmp_path / "b", algorithms), progress=False)
-    for a, b in zip(first, second):
+    for a, b in zip(first, second, strict=True):
         assert a["status"] == b["status"] == "completed"
         assert a["metric"]["per_task"] == b["metric"]["per_task"]
         assert a["training"]["curve"][-1]["val_metric"] == b["training"]["curve"][-1]["val_metric"]
@@ -30,10 +30,12 @@ def test_same_seed_twice_gives_identical_per_task_numbers(tmp_path):
 
 def test_a_record_holds_protocol_seeds_environment_timing_and_per_task_values(tmp_path):
     [record] = execute(smoke(tmp_path, overrides=["maml.inner_lr=0.02"]), progress=False)
-    assert record == records.load_record(tmp_path / "sine" / "smoke" / record["_path"].rsplit("/", 1)[1]) | {"_path": record["_path"]}
+    stored = records.load_record(tmp_path / "sine" / "smoke" / record["_path"].rsplit("/", 1)[1])
+    assert record == stored | {"_path": record["_path"]}
     assert record["schema_version"] == records.SCHEMA_VERSION and record["status"] == "completed"
     protocol = record["suite"]["protocol"]
-    assert [protocol[k] for k in ("shots", "queries", "meta_batch_size", "test_tasks", "test_inner_steps")] == [10, 10, 25, 50, 10]
+    shown = ("shots", "queries", "meta_batch_size", "test_tasks", "test_inner_steps")
+    assert [protocol[k] for k in shown] == [10, 10, 25, 50, 10]
     assert protocol["batch_norm"] == "none"
     assert record["suite"]["overrides"] == ["maml.inner_lr=0.02"]
     assert record["algorithm"]["hyperparameters"]["inner_lr"] == 0.02

@@ -17,7 +17,7 @@ def test_an_episode_is_a_pure_function_of_split_seed_and_index():
     together = tasks.batch("test", 0, range(10))
     for index in (9, 0, 4):  # any order, alone
         alone = tasks.batch("test", 0, range(index, index + 1))
-        for a, b in zip(together.slice(index, index + 1).tensors(), alone.tensors()):
+        for a, b in zip(together.slice(index, index + 1).tensors(), alone.tensors(), strict=True):
             assert torch.equal(a, b)
     assert episode_hash(tasks.batch("test", 0, range(10))) == episode_hash(together)
 
@@ -55,7 +55,7 @@ def test_no_global_rng_state_is_used_or_changed():
     assert torch.equal(before, torch.random.get_rng_state())
     torch.manual_seed(456)
     b = source().batch("train", 0, range(3))
-    assert all(torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors()))
+    assert all(torch.equal(x, y) for x, y in zip(a.tensors(), b.tensors(), strict=True))
 
 
 def test_the_contents_hash_covers_every_episode_whatever_the_chunks():
