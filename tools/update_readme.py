@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import cost, perf, perf_chunks, perf_executors  # noqa: E402
+from bench.records import load_records  # noqa: E402
 from bench.results import reproduce  # noqa: E402
 from bench.results.leaderboard import leaderboards, render, title  # noqa: E402
+from bench.results.report import entry_records  # noqa: E402
 
 BLOCK = re.compile(r"(<!-- leaderboard:(?P<suite>[\w.-]+):(?P<tier>\w+)(?P<compact>:compact)? -->\n)(?P<body>.*?)"
                    r"(?P<end><!-- /leaderboard -->)", re.S)
@@ -45,8 +47,8 @@ def compact_table(boards: list[tuple[dict, Any]], results_dir: Path) -> str:
     the machine the records were measured on."""
     out = []
     for description, table in boards:
-        environments = [json.loads((results_dir.parent / path).read_text())["environment"]
-                        for path in description["record_paths"]]
+        counted = entry_records(load_records(results_dir, description["suite"]), description)  # the rows' records
+        environments = [record["environment"] for runs in counted.values() for record in runs]
         machines = sorted({f"{e['device_name']}, {e['torch_threads']} torch threads, torch {e['torch']}" for e in environments})
         rows = ["| rank | algorithm | family | mean ± 95% CI | seeds | meta-train tasks/s | test tasks/s |",
                 "|---|---|---|---|---|---|---|"]
