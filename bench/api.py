@@ -163,12 +163,14 @@ def report(results_dir: Path | str = "results", out: Path | str = "report", suit
 def check(suite: str, baseline: Path | str, tier: str | None = None, algorithms: list[str] | None = None,
           overrides: list[str] | tuple[str, ...] = (), results_dir: Path | None = None, records: Path | None = None,
           device: str = "auto", thresholds: checks.Thresholds | None = None, progress: bool = True,
-          executor: Any = None, threads: int | None = None, checkpoint_every: int | None = None) -> dict[str, Any]:
+          executor: Any = None, threads: int | None = None, checkpoint_every: int | None = None,
+          retime: bool = True) -> dict[str, Any]:
     """Run the suite again (or take the records under ``records``) and compare with ``baseline``:
-    the summary's ``passed`` is False on a regression in the metric, throughput or memory."""
+    the summary's ``passed`` is False on a regression in the metric, throughput or memory. With
+    ``retime`` a throughput regression is called only if a second timing is slow too."""
     return checks.run_check(suite, Path(baseline), tier, algorithms, overrides, results_dir, records, device,
                             thresholds or checks.Thresholds(), progress=progress, executor=executor, threads=threads,
-                            checkpoint_every=checkpoint_every)
+                            checkpoint_every=checkpoint_every, retime=retime)
 
 
 def baseline(suite: str, tier: str = "smoke", out: Path | None = None, algorithms: list[str] | None = None,

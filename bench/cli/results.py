@@ -63,6 +63,9 @@ def _check_arguments(parser: argparse.ArgumentParser) -> None:
                         help="a throughput below (1 - T) x the baseline's is a regression (default 0.5)")
     parser.add_argument("--memory-tolerance", type=common.finite_float, default=0.5,
                         help="a peak memory above (1 + T) x the baseline's is a regression (default 0.5)")
+    parser.add_argument("--no-retime", dest="retime", action="store_false",
+                        help="call a throughput regression on one timing (default: an algorithm that comes out "
+                             "too slow runs once more and the faster timing is judged)")
     common.add_executor_arguments(parser)
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the JSON summary here")
     parser.add_argument("--markdown", type=Path, metavar="FILE",
@@ -78,7 +81,7 @@ def _check(args: argparse.Namespace) -> int:
         raise BenchError("--records compares stored records and runs nothing; drop --executor")
     summary = api.check(args.suite, args.baseline, args.tier, args.algorithms, args.overrides, args.results_dir,
                         args.records, args.device, thresholds, progress=not args.quiet, executor=executor,
-                        threads=args.threads, checkpoint_every=args.checkpoint_every)
+                        threads=args.threads, checkpoint_every=args.checkpoint_every, retime=args.retime)
     markdown = render_markdown(summary)
     print(markdown)
     if args.json:

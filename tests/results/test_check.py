@@ -10,7 +10,18 @@ import numpy as np
 import pytest
 
 from bench.algorithms import ALGORITHMS
-from bench.results.check import Entry, Thresholds, compare_metric, compare_ratio, machine_class
+from bench.results import check
+from bench.results.check import (
+    Baseline,
+    Entry,
+    Thresholds,
+    compare,
+    compare_metric,
+    compare_ratio,
+    machine_class,
+    slow_algorithms,
+    with_second_timing,
+)
 from tests.conftest import read_records, snapshot
 
 HAS_OMNIGLOT = (Path(os.environ.get("BENCH_DATA_DIR", "")) / "omniglot" / "images_background.zip").is_file()
@@ -63,6 +74,23 @@ def test_speed_and_memory_are_judged_only_on_the_same_machine_class_and_long_eno
     assert compare_ratio(test, 100.0, 40.0, 2.0, 5.0, True, 0.5, True)["verdict"] == "regression"
     assert compare_ratio("MB", 500.0, 800.0, None, None, False, 0.5, True)["verdict"] == "regression"
     assert compare_ratio("MB", 500.0, 700.0, None, None, False, 0.5, True)["verdict"] == "ok"
+
+
+@pytest.mark.parametrize("second_rate, verdict", [(90.0, "ok"), (45.0, "regression")])
+def test_a_throughput_regression_needs_both_timings_slow(second_rate, verdict):
+    baseline = Baseline("sine", "smoke", {"maml": entry(ACCURACY)}, source="b.json")
+    first = {"maml": entry(ACCURACY, meta_train_tasks_per_s=40.0, records=["a.json"])}
+    summary = compare(baseline, first, Thresholds(), here={"device_name": "x"})
+    assert slow_algorithms(summary) == ["maml"]
+    second = {"maml": entry(ACCURACY, meta_train_tasks_per_s=second_rate, test_tasks_per_s=20.0, records=["b.json"])}
+    again = with_second_timing(summary, baseline, first, second, Thresholds(), {}, {"device_name": "x"})
+    row = again["rows"][0]
+    assert row["verdict"] == verdict and again["passed"] == (verdict == "ok")
+    assert row["throughput"][0]["ratio"] == second_rate / 100.0
+    assert row["throughput"][1]["ratio"] == 1.0  # the first's test timing was the faster one
+    assert row["retimed"]["ratios"] == [[0.4, second_rate / 100.0], [1.0, 0.4]]
+    assert row["retimed"]["identical_values"] and row["records"] == ["a.json", "b.json"]
+    assert "timed twice, the faster judged (meta-train 0.40 then " in check.render_markdown(again)
 
 
 def test_machine_class_ignores_the_host_but_not_the_device():
@@ -138,18 +166,40 @@ def test_an_unchanged_rerun_passes_and_injected_slowdown_and_regression_are_caug
     assert code == 1 and lr["metric"]["verdict"] == "regression" and lr["metric"]["improvement"] < -20
 
     anil = ALGORITHMS.get("anil")
-    original = anil.meta_train_step
+    original = anil.accumulate_meta_gradient
 
-    def slowed(self, batch, iteration):
+    # Slowed where the meta-gradient is taken, so that the run keeps its task chunks and its values.
+    def slowed(self, batch):
         time.sleep(0.25)  # several times a smoke-tier step
-        return original(self, batch, iteration)
+        return original(self, batch)
 
-    monkeypatch.setattr(anil, "meta_train_step", slowed)
+    monkeypatch.setattr(anil, "accumulate_meta_gradient", slowed)
     code, out, _ = cli("check", "omniglot-5w1s", "--baseline", str(baseline), "--json", str(tmp_path / "slow.json"),
-                       "--results-dir", str(tmp_path / "slow"))
+                       "--results-dir", str(tmp_path / "slow"), "--no-retime")  # both timings slow: a unit test
     slow = json.loads((tmp_path / "slow.json").read_text())["rows"][0]
     assert code == 1 and slow["metric"]["verdict"] == "ok", out
     assert slow["throughput"][0]["verdict"] == "regression" and slow["throughput"][0]["ratio"] < 0.5
+    assert slow["metric"]["identical_episodes_values"] and slow["task_chunk"][0] == slow["task_chunk"][1] is not None
+    assert "retimed" not in slow and not (tmp_path / "slow-retimed").exists()
+    monkeypatch.setattr(anil, "accumulate_meta_gradient", original)
+
+    # A slow moment of the host (here: the first of the two runs slowed) does not fail the check.
+    real_execute, runs = check.execute, []
+
+    def first_run_slowed(plan, **options):
+        runs.append(plan)
+        with monkeypatch.context() as patch:
+            if len(runs) == 1:
+                patch.setattr(anil, "accumulate_meta_gradient", slowed)
+            return real_execute(plan, **options)
+
+    monkeypatch.setattr(check, "execute", first_run_slowed)
+    code, out, _ = cli("check", "omniglot-5w1s", "--baseline", str(baseline), "--json", str(tmp_path / "moment.json"),
+                       "--results-dir", str(tmp_path / "moment"))
+    moment = json.loads((tmp_path / "moment.json").read_text())["rows"][0]
+    assert code == 0 and len(runs) == 2 and moment["retimed"]["identical_values"], out
+    assert moment["retimed"]["records"][0].startswith(str(tmp_path / "moment-retimed"))
+    assert moment["retimed"]["ratios"][0][0] < 0.5 <= moment["throughput"][0]["ratio"] == moment["retimed"]["ratios"][0][1]
 
 
 def test_bad_input_is_exit_2_before_any_run(cli, tmp_path):
