@@ -39,7 +39,24 @@ COST_BLOCK = re.compile(r"(<!-- cost -->\n)(?P<body>.*?)(<!-- /cost -->)", re.S)
 EXECUTORS_BLOCK = re.compile(r"(<!-- executors -->\n)(?P<body>.*?)(<!-- /executors -->)", re.S)
 CHUNKS_BLOCK = re.compile(r"(<!-- chunks -->\n)(?P<body>.*?)(<!-- /chunks -->)", re.S)
 REPRODUCE_BLOCK = re.compile(r"(<!-- reproduce -->\n)(?P<body>.*?)(<!-- /reproduce -->)", re.S)
-PAGES = ("README.md", "docs/*.md", "docs/results/*.md")  # the pages whose blocks are generated
+CLI_BLOCK = re.compile(r"(<!-- cli-reference -->\n)(?P<body>.*?)(<!-- /cli-reference -->)", re.S)
+PAGES = ("README.md", "docs/*.md", "docs/results/*.md", "docs/reference/*.md")  # the pages whose blocks are generated
+
+
+def cli_reference() -> str:
+    """Every command's ``--help``, as argparse prints it at 100 columns."""
+    import argparse
+    import os
+
+    from bench.cli import COMMANDS, build_parser
+
+    os.environ["COLUMNS"] = "100"  # argparse wraps to the terminal: fix the width so the page is stable
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    parts = ["## `python -m bench`", "", "```text", parser.format_help().rstrip(), "```"]
+    for command in COMMANDS:
+        parts += ["", f"## `{command.name}`", "", "```text", commands[command.name].format_help().rstrip(), "```"]
+    return "\n".join(parts)
 
 
 def compact_table(boards: list[tuple[dict, Any]], results_dir: Path) -> str:
@@ -113,6 +130,8 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
         return f"{match.group(1)}{body}\n{match.group(3)}"
 
     text = REPRODUCE_BLOCK.sub(reproduce_table, CHUNKS_BLOCK.sub(chunks_table, text))
+    if CLI_BLOCK.search(text):
+        text = CLI_BLOCK.sub(lambda match: f"{match.group(1)}{cli_reference()}\n{match.group(3)}", text)
     text = EXECUTORS_BLOCK.sub(executors_table, text)
     return COST_BLOCK.sub(cost_table, PERF_BLOCK.sub(perf_table, BLOCK.sub(table, text)))
 

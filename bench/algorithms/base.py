@@ -6,6 +6,7 @@ import hashlib
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
 import torch
@@ -124,7 +125,7 @@ class Algorithm(nn.Module):
     # Whether the algorithm can normalise with support-set statistics only (suite batch_norm: inductive).
     inductive_batch_norm: ClassVar[bool] = True
     # Whether its meta-loss is a mean of independent per-task losses, so that a meta-batch can be
-    # processed in chunks of tasks (bench/execution.py measures which chunk size is fastest).
+    # processed in chunks of tasks (bench/run/execution.py measures which chunk size is fastest).
     supports_task_chunks: ClassVar[bool] = True
     task_chunk: int | None = None  # tasks processed together (None: all); set from the run's execution options
 
@@ -220,11 +221,19 @@ class Algorithm(nn.Module):
 
     @classmethod
     def code_version(cls) -> str:
-        """A hash of the source files this algorithm runs: its module and the base modules."""
+        """A hash of the source files this algorithm runs: its module, its base classes' modules, and
+        every module of ``bench/models/`` (the networks) and ``bench/tasks/`` (the episodes' tensors)."""
         digest = hashlib.sha256()
-        modules = {inspect.getmodule(c) for c in cls.__mro__ if c is cls or c.__module__.startswith("bench.")}
-        for module in sorted(modules, key=lambda m: m.__name__):
-            digest.update(inspect.getsource(module).encode())
+        files = {Path(inspect.getfile(c)) for c in cls.__mro__ if c is cls or c.__module__.startswith("bench.")}
+        package = Path(__file__).resolve().parent.parent
+        files |= {*package.glob("models/*.py"), *package.glob("tasks/*.py")}
+
+        def label(path: Path) -> str:  # where the file sits in the source tree, not on this disk
+            path = path.resolve()
+            return path.relative_to(package.parent).as_posix() if path.is_relative_to(package.parent) else path.name
+
+        for path in sorted(files, key=label):
+            digest.update(label(path).encode() + b"\0" + path.read_bytes())
         return digest.hexdigest()[:16]
 
 
@@ -244,6 +253,3 @@ def parse_hparams(algorithm: type[Algorithm], values: dict[str, Any], where: str
             raise BenchError(f"{where}: {algorithm.name}: {message}") from None
         raise BenchError(f"{where}: {algorithm.name}.{field}: {message} (got {error.get('input')!r})") from None
 
-
-def registered_algorithm(name: str) -> type[Algorithm]:
-    return ALGORITHMS.get(name)

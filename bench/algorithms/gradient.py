@@ -6,7 +6,7 @@ yields every task's own gradient, because the tasks do not interact. Second-orde
 through ``create_graph=True``; first-order variants pass ``create_graph=False`` so the adapted
 parameters depend on the meta-parameters only through the identity.
 
-A meta-batch is processed ``task_chunk`` tasks at a time (``bench/execution.py`` chooses the size
+A meta-batch is processed ``task_chunk`` tasks at a time (``bench/run/execution.py`` chooses the size
 per device by measurement): each chunk's meta-loss is back-propagated before the next chunk is
 built, so one chunk's graph is alive at a time. Chunk 1 is the per-task loop; chunk B is every
 task in one grouped call. The meta-gradient is the same up to rounding for every chunk size

@@ -28,8 +28,8 @@ from bench.algorithms.base import parse_hparams
 from bench.algorithms.gradient import EVAL_CHUNK
 from bench.config import BUDGET_FIELDS, SUITES_DIR, load_suite
 from bench.errors import BenchError
-from bench.formatting import significant
-from bench.run.environment import environment
+from bench.formatting import relative_path, significant
+from bench.run.environment import PROJECT_ROOT, environment
 from bench.run.execution import ExecutionOptions, recorded_eval_chunk
 from bench.run.executors import execute
 from bench.run.runner import RunPlan, plan_run
@@ -153,7 +153,7 @@ def reproduce(paths: list[Path], results_dir: Path | None = None, progress: bool
     for item in prepared:
         log.info("reproducing %s", item.path)
         [new] = execute(item.plan, progress=progress)
-        row: dict[str, Any] = {"record": str(item.path), "rerun": new.get("_path"), "notes": item.notes,
+        row: dict[str, Any] = {"record": relative_path(item.path, Path.cwd()), "rerun": new.get("_path"), "notes": item.notes,
                                "algorithm": item.record["algorithm"]["name"], "suite": item.record["suite"]["name"],
                                "tier": item.record["suite"]["tier"], "seed": item.record["seeds"]["training_seed"]}
         if new["status"] != "completed":
@@ -170,6 +170,7 @@ def render(summary: dict[str, Any], scratch: bool = True) -> str:
              "what differs from the record's setup |", "|---|---|---|--:|---|---|"]
     for row in summary["rows"]:
         run = f"{row['suite']} {row['tier']} {row['algorithm']} seed {row['seed']}"
+        row = {**row, "record": relative_path(Path(row["record"]), PROJECT_ROOT)}  # summaries kept absolute paths
         if row["status"] != "completed":
             lines.append(f"| {row['record']} | {run} | rerun {row['status']}: {row.get('error')} | | | |")
             continue

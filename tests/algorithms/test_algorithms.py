@@ -20,11 +20,11 @@ def build(name, suite, **hparams):
     return algorithm(algorithm.Hparams(**values), problem_for(suite, make_task_source(suite)), generator("test", name))
 
 
-@pytest.mark.parametrize("name", REGRESSION)
+# learn2learn's wrappers (*.l2l) are left out: tests/algorithms/test_equivalence.py holds their
+# meta-gradients equal to ours in float64, so ours learning is theirs learning (and 50 s less).
+@pytest.mark.parametrize("name", [n for n in REGRESSION if not n.endswith(".l2l")])
 def test_meta_training_lowers_the_validation_error(name):
     """Every algorithm must learn on sine: 300 meta-iterations cut validation MSE by a clear margin."""
-    if name.endswith(".l2l"):
-        pytest.importorskip("learn2learn")
     suite = load_suite("sine", tier="smoke")
     episodes = Episodes(suite, torch.device("cpu"))
     val, _ = episodes.fixed("val", 100)

@@ -67,13 +67,16 @@ def omniglot():
     return suite, episodes, problem_for(suite, episodes.source)
 
 
+# learn2learn's wrappers (*.l2l) are left out: tests/algorithms/test_equivalence*.py hold their
+# meta-gradients equal to ours in float64, so ours learning is theirs learning (and 60 s less).
+OURS = [n for n in CLASSIFICATION if not n.endswith(".l2l")]
+
+
 @needs_omniglot
 @pytest.mark.slow
-@pytest.mark.parametrize("name", CLASSIFICATION)
+@pytest.mark.parametrize("name", OURS)
 def test_meta_training_beats_chance_on_omniglot_5way_1shot(name, omniglot):
     """60 meta-iterations of 4 tasks must lift validation accuracy clearly above chance (20%)."""
-    if name.endswith(".l2l"):
-        pytest.importorskip("learn2learn")
     suite, episodes, problem = omniglot
     val, _ = episodes.fixed("val", 40)
     algorithm = build(name, problem)

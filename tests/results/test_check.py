@@ -153,18 +153,12 @@ def test_the_ci_tier_of_sine_catches_a_disabled_inner_loop(algorithm, cli, tmp_p
 
 
 @pytest.mark.skipif(not HAS_OMNIGLOT, reason="BENCH_DATA_DIR has no Omniglot")
-def test_an_unchanged_rerun_passes_and_injected_slowdown_and_regression_are_caught(cli, tmp_path, monkeypatch):
+def test_an_injected_slowdown_is_caught_and_a_slow_moment_is_not(cli, tmp_path, monkeypatch):
+    """(An unchanged rerun passing: the second run below, and CI's checks; a disabled inner loop being
+    caught: test_maml_without_inner_learning_rate_is_caught.)"""
     baseline = tmp_path / "omniglot.json"
     assert cli("baseline", "omniglot-5w1s", "--algorithms", "anil", "--results-dir", str(tmp_path / "results"),
                "--out", str(baseline))[0] == 0
-    code, out, _ = cli("check", "omniglot-5w1s", "--baseline", str(baseline), "--json", str(tmp_path / "same.json"),
-                       "--results-dir", str(tmp_path / "same"))
-    assert code == 0, out
-    code, out, _ = cli("check", "omniglot-5w1s", "--baseline", str(baseline), "--set", "anil.inner_lr=0",
-                       "--json", str(tmp_path / "lr.json"), "--results-dir", str(tmp_path / "lr"))
-    lr = json.loads((tmp_path / "lr.json").read_text())["rows"][0]
-    assert code == 1 and lr["metric"]["verdict"] == "regression" and lr["metric"]["improvement"] < -20
-
     anil = ALGORITHMS.get("anil")
     original = anil.accumulate_meta_gradient
 
@@ -198,6 +192,7 @@ def test_an_unchanged_rerun_passes_and_injected_slowdown_and_regression_are_caug
                        "--results-dir", str(tmp_path / "moment"))
     moment = json.loads((tmp_path / "moment.json").read_text())["rows"][0]
     assert code == 0 and len(runs) == 2 and moment["retimed"]["identical_values"], out
+    assert moment["metric"]["identical_episodes_values"] and moment["metric"]["verdict"] == "ok"
     assert moment["retimed"]["records"][0].startswith(str(tmp_path / "moment-retimed"))
     assert moment["retimed"]["ratios"][0][0] < 0.5 <= moment["throughput"][0]["ratio"] == moment["retimed"]["ratios"][0][1]
 
