@@ -14,7 +14,7 @@ import math
 import re
 import sys
 from pathlib import Path
-from typing import Annotated, Any, Literal, get_args
+from typing import Annotated, Any, Literal, TypedDict, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -37,6 +37,15 @@ MAX_STEPS = 10**5  # inner steps
 MAX_SEED = 2**63 - 1  # torch generators take 64-bit seeds
 MAX_NAME_LENGTH = 100
 
+SplitName = Literal["train", "val", "test"]
+
+
+class EpisodeShape(TypedDict):
+    """One kind of episode: classes (None for regression), support and query examples (per class)."""
+
+    ways: int | None
+    shots: int
+    queries: int
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
@@ -106,7 +115,7 @@ class OmniglotData(StrictModel):
     resize_filter: Literal["lanczos", "bilinear", "bicubic", "box", "nearest"] = "lanczos"
     strokes: Literal[0, 1] = 1
     rotations: tuple[Literal[0, 90, 180, 270], ...] = (0, 90, 180, 270)
-    split: dict[Literal["train", "val", "test"], tuple[str, ...]]
+    split: dict[SplitName, tuple[str, ...]]
 
     @property
     def channels(self) -> int:
@@ -122,7 +131,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ImageFilter = Literal["lanczos", "bilinear", "bicubic", "box", "nearest"]
 
 
-def _disjoint_split(split: dict[str, tuple[str, ...]]) -> None:
+def _disjoint_split(split: dict[SplitName, tuple[str, ...]]) -> None:
     seen: dict[str, str] = {}
     for name, classes in split.items():
         for cls in classes:
@@ -148,7 +157,7 @@ class TinyImageNetData(StrictModel):
     resize_filter: ImageFilter = "lanczos"
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
-    split: dict[Literal["train", "val", "test"], tuple[str, ...]]
+    split: dict[SplitName, tuple[str, ...]]
 
     @model_validator(mode="after")
     def _valid_split(self) -> TinyImageNetData:
@@ -220,7 +229,7 @@ class TextData(StrictModel):
     kind: Literal["text"]
     format: TextFormat
     files: tuple[str, ...] = Field(min_length=1)
-    split: dict[Literal["train", "val", "test"], tuple[str, ...]]
+    split: dict[SplitName, tuple[str, ...]]
 
     @field_validator("split", mode="before")
     @classmethod
@@ -449,7 +458,7 @@ class Suite(StrictModel):
         } if self.task_type == "classification" else {})
 
     @property
-    def episode_shape(self) -> dict[str, dict[str, int | None]]:
+    def episode_shape(self) -> dict[str, EpisodeShape]:
         """Ways, shots and queries of training and of evaluation episodes."""
         return {
             "train": {"ways": self.train_ways or self.ways, "shots": self.train_shots or self.shots,

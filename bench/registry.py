@@ -52,7 +52,7 @@ class Registry(Generic[T]):
             except Exception as exc:
                 raise BenchError(f"{PLUGINS_VARIABLE}: module {module!r} failed to import ({type(exc).__name__}: {exc}); "
                                  f"fix it, or remove it from {PLUGINS_VARIABLE}") from None
-        for ep in entry_points(group=self.entry_point_group):
+        for ep in entry_points(group=self.entry_point_group) if self.entry_point_group else ():
             try:
                 ep.load()  # importing the plugin's module runs its @register decorators
             except Exception as exc:

@@ -24,7 +24,7 @@ def mean_ci95(values: Sequence[float]) -> tuple[float, float]:
     return mean, 1.96 * math.sqrt(variance) / math.sqrt(n)
 
 
-def paired_p_value(a: Sequence[float], b: Sequence[float], alternative: str = "two-sided") -> float:
+def paired_p_value(a: Sequence[float] | np.ndarray, b: Sequence[float] | np.ndarray, alternative: str = "two-sided") -> float:
     """p-value of a paired t-test of ``a`` against ``b`` (same episodes, same order).
 
     ``alternative="less"`` tests whether ``a`` is below ``b``. Differences that are all equal

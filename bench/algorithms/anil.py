@@ -21,6 +21,7 @@ class ANIL(MAML):
     """
 
     Hparams = MAMLHparams
+    hparams: MAMLHparams
     adapts_body = False  # so it also runs on backbones whose body must stay shared (ResNet-12)
 
     @property

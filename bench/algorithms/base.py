@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
@@ -16,14 +16,14 @@ from torch import nn
 
 from bench.config import MAX_STEPS, Suite
 from bench.errors import BenchError, did_you_mean
-from bench.models import build_backbone
+from bench.models import FunctionalNetwork, build_backbone
 from bench.registry import Registry
 from bench.tasks import TaskBatch
 
 ALGORITHMS: Registry[type[Algorithm]] = Registry("algorithm", entry_point_group="bench.algorithms")
 
 
-def register(name: str):
+def register(name: str) -> Callable[[type[Algorithm]], type[Algorithm]]:
     """Class decorator: register an :class:`Algorithm` under ``name`` (its public name)."""
 
     def decorator(cls: type[Algorithm]) -> type[Algorithm]:
@@ -69,15 +69,15 @@ class Problem:
     def classification(self) -> bool:
         return self.suite.task_type == "classification"
 
-    def build_backbone(self, generator: torch.Generator) -> nn.Module:
+    def build_backbone(self, generator: torch.Generator) -> FunctionalNetwork:
         return build_backbone(self.suite.model, self.in_shape, self.out_features, generator)
 
     def ways_of(self, batch: TaskBatch) -> int:
         """The number of classes in ``batch``'s episodes, from the suite's episode shapes: reading it
         from the labels (``labels.max()``) would make the host wait for the device at every step."""
         n_support, n_query = batch.support_y.shape[1], batch.query_y.shape[1]
-        matching = {shape["ways"] for shape in self.suite.episode_shape.values()
-                    if n_support == shape["ways"] * shape["shots"] and n_query == shape["ways"] * shape["queries"]}
+        matching = {ways for shape in self.suite.episode_shape.values() if (ways := shape["ways"]) is not None
+                    and n_support == ways * shape["shots"] and n_query == ways * shape["queries"]}
         if len(matching) == 1:
             return matching.pop()
         return int(batch.support_y.max()) + 1  # an undeclared (or ambiguous) episode shape: read the labels
@@ -128,6 +128,7 @@ class Algorithm(nn.Module):
     # processed in chunks of tasks (bench/run/execution.py measures which chunk size is fastest).
     supports_task_chunks: ClassVar[bool] = True
     task_chunk: int | None = None  # tasks processed together (None: all); set from the run's execution options
+    backbone: FunctionalNetwork  # the network, for the algorithms that have one (set in their __init__)
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__()

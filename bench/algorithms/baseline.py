@@ -54,7 +54,10 @@ class Baseline(Algorithm):
 
     family = "transfer"
     task_types = frozenset({"classification"})
+    finetune_weight: torch.Tensor  # buffers: the fine-tuned classifier's initialisation
+    finetune_bias: torch.Tensor | None
     Hparams = BaselineHparams
+    hparams: BaselineHparams
     cosine: ClassVar[bool] = False  # Baseline++: a cosine classifier, without bias
 
     def __init__(self, hparams: BaselineHparams, problem: Problem, generator: torch.Generator) -> None:
@@ -122,6 +125,7 @@ class BaselinePP(Baseline):
     """
 
     Hparams = BaselinePPHparams
+    hparams: BaselinePPHparams
     cosine = True
 
     def classify(self, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

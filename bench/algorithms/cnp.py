@@ -32,6 +32,7 @@ class CNP(Algorithm):
 
     family = "model-based"
     Hparams = CNPHparams
+    hparams: CNPHparams
 
     def __init__(self, hparams: CNPHparams, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)

@@ -17,3 +17,4 @@ class FOMAML(MAML):
     """First-order MAML (Finn et al. 2017): MAML without the second-order terms; the query gradient at the adapted weights is the meta-gradient."""
 
     Hparams = FOMAMLHparams
+    hparams: FOMAMLHparams

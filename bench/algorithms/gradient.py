@@ -15,7 +15,8 @@ task in one grouped call. The meta-gradient is the same up to rounding for every
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
@@ -35,7 +36,7 @@ def per_task(params: Params, n_tasks: int, names: Iterable[str] | None = None) -
 
 
 def sgd_steps(
-    loss_fn,
+    loss_fn: Callable[[Params], torch.Tensor],
     params: Params,
     names: tuple[str, ...],
     steps: int,
@@ -78,6 +79,8 @@ class GradientBased(Algorithm):
     adapts_body: bool = True  # False when only the head is adapted per task
     checkpoint_inner_steps: bool = False
     eval_chunk: int | None = None  # tasks adapted together at test time (None: EVAL_CHUNK); set from the run's execution
+
+    hparams: Any  # each subclass's own Hparams (MAML's, Reptile's, Transfer's), which share no base
 
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)

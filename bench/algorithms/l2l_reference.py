@@ -15,6 +15,7 @@ import torch
 
 from bench.algorithms.base import Algorithm, Problem
 from bench.algorithms.maml import MAMLHparams
+from bench.config import Suite
 from bench.errors import BenchError
 from bench.tasks import TaskBatch
 
@@ -41,8 +42,10 @@ class L2LReference(Algorithm):
     family = "gradient-based"
     task_types = frozenset({"regression", "classification"})
     Hparams = MAMLHparams
+    hparams: MAMLHparams
     inductive_batch_norm = False  # learn2learn's modules normalise with the statistics of whatever they are given
     supports_task_chunks = False  # the reference runs as learn2learn's examples do, whatever the execution options
+    learner: Any  # learn2learn's MAML or MetaSGD wrapper (learn2learn has no type hints)
 
     def __init__(self, hparams: MAMLHparams, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)
@@ -51,7 +54,7 @@ class L2LReference(Algorithm):
         self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=hparams.outer_lr)
 
     @classmethod
-    def inapplicable(cls, suite) -> str | None:
+    def inapplicable(cls, suite: Suite) -> str | None:
         if suite.model.kind == "text" and suite.model.encoder == "wordcnn" and not suite.model.adapt_embeddings:
             return ("learn2learn's wrapper adapts every parameter, and this suite keeps the word embeddings shared "
                     "across tasks (set model.adapt_embeddings: true to compare)")

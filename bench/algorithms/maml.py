@@ -26,6 +26,7 @@ class MAML(GradientBased):
     """
 
     Hparams = MAMLHparams
+    hparams: MAMLHparams
 
     def __init__(self, hparams: MAMLHparams, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)

@@ -39,6 +39,7 @@ class MatchingNet(EmbeddingBased):
 
     family = "metric-based"
     Hparams = EmbeddingHparams
+    hparams: EmbeddingHparams
 
     def scores(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         """Log-probabilities of each query's class, (B, n_query, ways)."""

@@ -103,6 +103,7 @@ class MetaOptNet(EmbeddingBased):
     """
 
     family = "optimization-based"
+    hparams: MetaOptNetHparams
 
     def build_head(self, generator: torch.Generator) -> None:
         self.scale = torch.nn.Parameter(torch.ones(()))
@@ -130,6 +131,7 @@ class MetaOptNetRidge(MetaOptNet):
     """
 
     Hparams = RidgeHparams
+    hparams: RidgeHparams
 
     def head(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         return ridge_logits(support, labels, query, ways, self.hparams.ridge_lambda)
@@ -148,6 +150,7 @@ class MetaOptNetSVM(MetaOptNet):
     """
 
     Hparams = SVMHparams
+    hparams: SVMHparams
 
     def head(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         return svm_logits(support, labels, query, ways, self.hparams.svm_c, self.hparams.svm_iterations)

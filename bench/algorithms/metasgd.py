@@ -37,6 +37,7 @@ class MetaSGD(MAML):
     """
 
     Hparams = MetaSGDHparams
+    hparams: MetaSGDHparams
 
     def add_meta_parameters(self, generator: torch.Generator) -> None:
         low, high = self.hparams.lr_init_low, self.hparams.lr_init_high

@@ -26,6 +26,7 @@ class ProtoNet(EmbeddingBased):
 
     family = "metric-based"
     Hparams = EmbeddingHparams
+    hparams: EmbeddingHparams
 
     def scores(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         return -torch.cdist(query, class_means(support, labels, ways)).pow(2)

@@ -72,6 +72,7 @@ class RelationNet(EmbeddingBased):
 
     family = "metric-based"
     Hparams = RelationNetHparams
+    hparams: RelationNetHparams
     inductive_batch_norm = False  # the relation module normalises over each task's (query, class) pairs
 
     def build_head(self, generator: torch.Generator) -> None:

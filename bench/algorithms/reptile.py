@@ -32,6 +32,7 @@ class Reptile(GradientBased):
     """
 
     Hparams = ReptileHparams
+    hparams: ReptileHparams
 
     def __init__(self, hparams: ReptileHparams, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)

@@ -30,6 +30,7 @@ class Transfer(GradientBased):
 
     family = "transfer"
     Hparams = TransferHparams
+    hparams: TransferHparams
 
     def __init__(self, hparams: TransferHparams, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)

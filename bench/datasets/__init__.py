@@ -12,7 +12,7 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from bench.config import Normalization, Suite
+from bench.config import MiniImageNetData, Normalization, OmniglotData, Suite, TinyImageNetData
 from bench.datasets.base import ClassImages, cache_dir, data_dir
 
 DATA_MODULES = {
@@ -40,6 +40,7 @@ def load_classification_data(suite: Suite) -> tuple[ClassImages, dict[str, list[
     if module is None or not hasattr(module, "load_split_images"):
         raise AssertionError(f"no image dataset reader for data kind {suite.data.kind!r}")
     data, splits = module.load_split_images(suite.data)
+    assert isinstance(suite.data, OmniglotData | TinyImageNetData | MiniImageNetData), "image data (its reader ran)"
     return data, splits, suite.data.normalization
 
 

@@ -15,18 +15,20 @@ import logging
 import os
 import zipfile
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from bench.config import SplitName
 from bench.errors import BenchError
 from bench.records import write_atomic
 
 log = logging.getLogger(__name__)
 CACHE_FORMAT = 1
-SPLITS = ("train", "val", "test")  # every classification dataset's splits, in this order
+SPLITS: tuple[SplitName, ...] = ("train", "val", "test")  # every classification dataset's splits, in this order
 # What reading a damaged zip archive raises: a bad header or CRC (BadZipFile), a flipped
 # compression-method byte (NotImplementedError), corrupt deflate data (zlib.error), a truncated
 # member (EOFError), or an unreadable file (OSError).
@@ -82,7 +84,8 @@ def cache_key(**inputs: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def cached_file(name: str, key: str, build, encode=lambda value: value, decode=lambda stored: stored):
+def cached_file(name: str, key: str, build: Callable[[], Any], encode: Callable[[Any], Any] = lambda value: value,
+                decode: Callable[[Any], Any] = lambda stored: stored) -> Any:
     """``decode`` of what ``<cache_dir>/<name>-<key>.pt`` holds, or build it with ``build()`` and store
     ``encode`` of it atomically. The file is memory-mapped: a run reads only the pages it touches
     (Tiny-ImageNet's cache is 737 MB)."""
@@ -113,12 +116,12 @@ def cached_file(name: str, key: str, build, encode=lambda value: value, decode=l
     return value
 
 
-def cached_tensor(name: str, key: str, build) -> torch.Tensor:
+def cached_tensor(name: str, key: str, build: Callable[[], torch.Tensor]) -> torch.Tensor:
     """The tensor cached as ``<cache_dir>/<name>-<key>.pt``, built by ``build()`` when missing or damaged."""
     return cached_file(name, key, build)
 
 
-def cached(name: str, key: str, build) -> ClassImages:
+def cached(name: str, key: str, build: Callable[[], ClassImages]) -> ClassImages:
     """The images cached as ``<cache_dir>/<name>-<key>.pt``, decoded by ``build()`` when missing or damaged."""
     return cached_file(
         name, key, lambda: dataclasses.replace(build(), key=key),

@@ -33,7 +33,9 @@ def downloads(dataset: str) -> dict[str, tuple[str, str]]:
         raise BenchError(NOT_DOWNLOADABLE[dataset])
     if dataset not in DATA_MODULES:
         raise BenchError(f"unknown dataset {dataset!r}; {did_you_mean(dataset, list(DATA_MODULES))}")
-    return dataset_module(dataset).DOWNLOADS
+    module = dataset_module(dataset)
+    assert module is not None, "every downloadable dataset has a reader module (DATA_MODULES)"
+    return module.DOWNLOADS
 
 
 def checksum_matches(path: Path, expected: str) -> bool:

@@ -50,8 +50,8 @@ PICKLE_URLS = {
 }
 CSV_SOURCE = "https://github.com/twitter/meta-learning-lstm/tree/master/data/miniImagenet"
 NUMPY_2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
-FILTERS = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-           "box": Image.BOX, "nearest": Image.NEAREST}
+FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+           "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
 
 
 def _paths(config: MiniImageNetData) -> dict[str, dict[str, Path]]:
@@ -279,5 +279,5 @@ def class_sizes(config: MiniImageNetData) -> dict[str, dict[str, int]]:
 def load_split_images(config: MiniImageNetData) -> tuple[ClassImages, dict[str, list[int]]]:
     """All classes as one ClassImages, and each split's class indices into it."""
     data = load_classes(config)
-    splits = {s: [i for i, n in enumerate(data.class_names) if n.startswith(f"{s}/")] for s in SPLITS}
+    splits: dict[str, list[int]] = {s: [i for i, n in enumerate(data.class_names) if n.startswith(f"{s}/")] for s in SPLITS}
     return data, splits

@@ -41,8 +41,8 @@ MEMBER_DIGESTS = {
 }
 DRAWINGS_PER_CHARACTER = 20
 MEMBER = re.compile(r"^images_(?:background|evaluation)/([^/]+)/(character\d+)/[^/]+\.png$")
-FILTERS = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-           "box": Image.BOX, "nearest": Image.NEAREST}
+FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+           "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
 
 
 def _decode(paths: list[Path], config: OmniglotData) -> ClassImages:
@@ -108,7 +108,7 @@ def _expand(pattern: str, characters: list[str]) -> list[str]:
 
 def split_classes(config: OmniglotData, characters: list[str]) -> dict[str, list[str]]:
     """Class names ``Alphabet/characterNN/rotDDD`` of each split, in a fixed order."""
-    out = {}
+    out: dict[str, list[str]] = {}
     for split, patterns in config.split.items():
         chosen: list[str] = []
         for pattern in patterns:
@@ -118,11 +118,11 @@ def split_classes(config: OmniglotData, characters: list[str]) -> dict[str, list
             chosen += found
         out[split] = [f"{c}/rot{r:03d}" for c in chosen for r in config.rotations]
     seen: dict[str, str] = {}
-    for split, names in out.items():
+    for split_name, names in out.items():
         for name in names:
-            if name in seen and seen[name] != split:
-                raise BenchError(f"Omniglot class {name} is in both {seen[name]!r} and {split!r} splits")
-            seen[name] = split
+            if name in seen and seen[name] != split_name:
+                raise BenchError(f"Omniglot class {name} is in both {seen[name]!r} and {split_name!r} splits")
+            seen[name] = split_name
     return out
 
 

@@ -25,6 +25,8 @@ def shape_problem(suite: Suite, split: str, sizes: dict[str, int]) -> str | None
     """Why ``split`` cannot supply the suite's episodes (``sizes``: examples of each class), else None."""
     shape = suite.episode_shape["train" if split == "train" else "eval"]
     cannot = f"suite {suite.name!r} cannot make its episodes"
+    if shape["ways"] is None:
+        return None  # regression: no classes to draw
     if len(sizes) < shape["ways"]:
         return (f"{cannot}: split {split!r} has {len(sizes)} classes, fewer than {shape['ways']} ways; lower them with "
                 "--set suite.ways=N (suite.train_ways=N for training episodes), or give the split more classes")

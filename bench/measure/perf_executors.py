@@ -64,7 +64,7 @@ def measure(suite: str = "sine", tier: str = "smoke", algorithms: list[str] | No
                     started = time.perf_counter()
                     ray.init(num_cpus=int(name[-2]), include_dashboard=False, log_to_driver=False)
                     startups[name].append(time.perf_counter() - started)
-                    executor = RayExecutor(cpus_per_job=1)
+                    executor: LocalExecutor | RayExecutor = RayExecutor(cpus_per_job=1)
                     plan = _grid(suite, tier, algorithms, seeds, results_dir, 1)
                 else:
                     executor = LocalExecutor()

@@ -5,16 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import nn
 
 from bench.config import Conv4Model, MLPModel, ResNet12Model, TextModel
+from bench.models.base import FunctionalNetwork
 from bench.models.conv4 import Conv4
 from bench.models.init import reset_parameters_
 from bench.models.mlp import MLP
 from bench.models.resnet12 import ResNet12
 from bench.models.text import TextNet
 
-BACKBONES: dict[type, Callable[..., nn.Module]] = {
+BACKBONES: dict[type, Callable[..., FunctionalNetwork]] = {
     MLPModel: lambda config, in_shape, out, generator: MLP(in_shape[0], config.hidden, out, generator, config.activation),
     Conv4Model: lambda config, in_shape, out, generator: Conv4(in_shape, config.filters, out, generator),
     ResNet12Model: lambda config, in_shape, out, generator: ResNet12(in_shape, config.channels, out, generator),
@@ -26,8 +26,8 @@ BACKBONES: dict[type, Callable[..., nn.Module]] = {
 def build_backbone(
     config: MLPModel | Conv4Model | ResNet12Model | TextModel, in_shape: tuple[int, ...], out_features: int,
     generator: torch.Generator,
-) -> MLP | Conv4 | ResNet12 | TextNet:
+) -> FunctionalNetwork:
     return BACKBONES[type(config)](config, in_shape, out_features, generator)
 
 
-__all__ = ["BACKBONES", "MLP", "Conv4", "ResNet12", "TextNet", "build_backbone", "reset_parameters_"]
+__all__ = ["BACKBONES", "FunctionalNetwork", "MLP", "Conv4", "ResNet12", "TextNet", "build_backbone", "reset_parameters_"]

@@ -23,6 +23,7 @@ class FunctionalNetwork(nn.Module):
     """
 
     head_prefix = "head_layer"
+    feature_dim: int  # the length of one example's feature vector
 
     @property
     def head_names(self) -> tuple[str, str]:

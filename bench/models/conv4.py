@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -58,11 +60,12 @@ class Conv4(FunctionalNetwork):
 
         for index, block in enumerate(self.blocks):
             prefix = f"blocks.{index}"
-            weight = per_task(f"{prefix}.conv.weight", tuple(block.conv.weight.shape))
-            bias = per_task(f"{prefix}.conv.bias", tuple(block.conv.bias.shape))
+            conv, norm = cast(nn.Conv2d, block.conv), cast(nn.BatchNorm2d, block.norm)
+            weight = per_task(f"{prefix}.conv.weight", tuple(conv.weight.shape))
+            bias = per_task(f"{prefix}.conv.bias", tuple(cast(torch.Tensor, conv.bias).shape))
             h = F.conv2d(h, weight, bias, padding=1, groups=tasks)
-            gamma = per_task(f"{prefix}.norm.weight", tuple(block.norm.weight.shape))
-            beta = per_task(f"{prefix}.norm.bias", tuple(block.norm.bias.shape))
+            gamma = per_task(f"{prefix}.norm.weight", tuple(norm.weight.shape))
+            beta = per_task(f"{prefix}.norm.bias", tuple(norm.bias.shape))
             if stats_from is None:
                 h = F.batch_norm(h, None, None, gamma, beta, training=True, eps=BN_EPS)
             else:

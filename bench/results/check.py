@@ -318,10 +318,10 @@ def compare(baseline: Baseline, new: dict[str, Entry], thresholds: Thresholds, f
         if base.test_sha256 is None or base.test_sha256 != entry.test_sha256 or len(base.per_task) != len(entry.per_task):
             raise BenchError(f"{algorithm}: the new records were tested on other episodes than the baseline "
                              f"({entry.test_sha256} vs {base.test_sha256}); a paired comparison is impossible")
-        if None not in (base.test_contents_sha256, entry.test_contents_sha256) and \
-                base.test_contents_sha256 != entry.test_contents_sha256:
+        theirs, ours = base.test_contents_sha256, entry.test_contents_sha256
+        if theirs is not None and ours is not None and theirs != ours:
             raise BenchError(f"{algorithm}: the new records drew the baseline's test episodes but read other contents "
-                             f"({entry.test_contents_sha256[:12]} vs {base.test_contents_sha256[:12]}): the data, its "
+                             f"({ours[:12]} vs {theirs[:12]}): the data, its "
                              "decoding or its preprocessing differ from the baseline's; run on the same data copy "
                              "(`python -m bench cache clear` rebuilds the caches) or write a new baseline")
         same_machine = base.machine_class is not None and base.machine_class == (here or entry.machine_class)
@@ -482,9 +482,9 @@ def run_check(suite_name: str, baseline_path: Path, tier: str | None = None, alg
         raise BenchError(f"--algorithms: no baseline for {', '.join(unknown)} in {baseline.source} "
                          f"(it has {', '.join(sorted(baseline.entries))})")
     seeds = sorted({seed for a in wanted for seed in baseline.entries[a].seeds})
-    chunks = {a: baseline.entries[a].task_chunk for a in wanted if baseline.entries[a].task_chunk is not None}
+    chunks = {a: chunk for a in wanted if (chunk := baseline.entries[a].task_chunk) is not None}
     # A baseline entry without its own evaluation chunk evaluated with its task chunk.
-    eval_chunks = {a: e.eval_chunk or e.task_chunk for a in wanted if (e := baseline.entries[a]).eval_chunk or e.task_chunk}
+    eval_chunks = {a: chunk for a in wanted if (chunk := baseline.entries[a].eval_chunk or baseline.entries[a].task_chunk)}
     parsed = Overrides.parse(overrides)
     protocol_hash = load_suite(suite_name, tier=tier, overrides=parsed.suite, override_texts=parsed.texts).protocol_hash()
     if protocol_hash != baseline.protocol_hash:

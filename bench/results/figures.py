@@ -16,12 +16,13 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, cast
 
 import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
 
@@ -33,7 +34,7 @@ DPI = 300
 PALETTE = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<")
 PUBLISHED_COLOUR = "#D55E00"
-STYLE = {
+STYLE: dict[str, Any] = {
     "font.size": 7, "axes.titlesize": 8, "axes.labelsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7,
     "legend.fontsize": 7, "legend.frameon": False, "axes.linewidth": 0.6, "lines.linewidth": 1.0,
     "lines.markersize": 4, "xtick.major.width": 0.6, "ytick.major.width": 0.6, "axes.grid": True,
@@ -51,7 +52,7 @@ class NothingToShow(Exception):
 def styled(build: Callable[P, Figure]) -> Callable[P, Figure]:
     @wraps(build)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> Figure:
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context(cast(Any, STYLE)):
             return build(*args, **kwargs)
     return wrapper
 
@@ -88,7 +89,9 @@ def metric_label(metric: str, prefix: str = "") -> str:
 def _figure(height_in: float) -> Figure:
     fig = Figure(figsize=(WIDTH_IN, height_in), dpi=100, layout="constrained")
     FigureCanvasAgg(fig)  # text extents for label placement need a renderer
-    fig.get_layout_engine().set(w_pad=0.02, h_pad=0.02)
+    engine = fig.get_layout_engine()
+    assert isinstance(engine, ConstrainedLayoutEngine)
+    engine.set(w_pad=0.02, h_pad=0.02)
     return fig
 
 
@@ -196,7 +199,7 @@ def place_labels(fig: Figure, ax: Any, x: Sequence[float], y: Sequence[float], n
     then farther with a leader line) that overlaps no point, no placed label and stays inside
     the axes; if none is free, the spot overlapping least."""
     fig.draw_without_rendering()  # runs the layout, so display coordinates are final
-    renderer = fig.canvas.get_renderer()
+    renderer = cast(FigureCanvasAgg, fig.canvas).get_renderer()
     frame = ax.get_window_extent(renderer)
     points = ax.transData.transform(np.column_stack([x, y]))
     radius = 3.5 * fig.dpi / 72
@@ -330,7 +333,7 @@ def _saving() -> Iterator[None]:
     level = fonttools.level
     fonttools.setLevel(max(level, logging.WARNING))
     try:
-        with matplotlib.rc_context(STYLE):
+        with matplotlib.rc_context(cast(Any, STYLE)):
             yield
     finally:
         fonttools.setLevel(level)

@@ -247,7 +247,7 @@ def _data_summary(data: dict[str, Any], model: dict[str, Any]) -> str:
     backbone = {"conv4": lambda m: f"Conv-4-{m.get('filters')}", "resnet12": lambda m: "ResNet-12",
                 "mlp": lambda m: "MLP " + "-".join(str(w) for w in m.get("hidden", [])),
                 "text": _text_encoder}
-    parts.append(backbone.get(model.get("kind"), lambda m: str(m.get("kind")))(model))
+    parts.append(backbone.get(str(model.get("kind")), lambda m: str(m.get("kind")))(model))
     return ", ".join(parts)
 
 

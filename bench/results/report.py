@@ -89,9 +89,9 @@ def paper_table(description: dict[str, Any], table: pd.DataFrame) -> tuple[pd.Da
         ci = None if math.isnan(ci) else ci
         if source not in sources:
             sources.append(source)
-        places = _decimals(value, metric)
-        ci_text = f" ± {_metric(ci, metric, decimals=places)}" if ci is not None else ""
-        published_cells.append(f"{_metric(value, metric, decimals=places)}{ci_text} [{sources.index(source) + 1}]")
+        decimals = _decimals(value, metric)
+        ci_text = f" ± {_metric(ci, metric, decimals=decimals)}" if ci is not None else ""
+        published_cells.append(f"{_metric(value, metric, decimals=decimals)}{ci_text} [{sources.index(source) + 1}]")
     places = [_decimals(m, metric) for m in table["mean"]]  # the interval and spreads of a row as precise as its mean
     columns: dict[str, list[str]] = {
         "rank": [f"{r:g}" for r in table["rank"]],
@@ -155,13 +155,13 @@ def latex(caption: str, label: str, table: pd.DataFrame, notes: list[str]) -> st
 
 # --- figures ------------------------------------------------------------------------------------
 
+ENCODER_NAMES: dict[str, str] = {"minilm": "MiniLM", "wordcnn": "word-CNN"}
 MODEL_NAMES: dict[str, Callable[[dict[str, Any]], str]] = {
     "conv4": lambda model: f"Conv-4-{model.get('filters')}",
     "resnet12": lambda model: "ResNet-12",
     "mlp": lambda model: "MLP " + "-".join(str(w) for w in model.get("hidden", [])),
-    "text": lambda model: ENCODER_NAMES.get(model.get("encoder"), str(model.get("encoder"))),
+    "text": lambda model: ENCODER_NAMES.get(str(model.get("encoder")), str(model.get("encoder"))),
 }
-ENCODER_NAMES = {"minilm": "MiniLM", "wordcnn": "word-CNN"}
 
 
 def _model(model: dict[str, Any]) -> str:

@@ -165,12 +165,23 @@ def reproduce(paths: list[Path], results_dir: Path | None = None, progress: bool
             "all_identical": all(r["identical"] for r in rows)}
 
 
+def shown_path(path: str) -> str:
+    """A record's path as the project names it, wherever the checkout was: relative to the project,
+    else from its ``results/`` folder on (summaries written before paths were stored relative kept
+    the absolute path of the checkout that wrote them)."""
+    shown = relative_path(Path(path), PROJECT_ROOT)
+    parts = Path(shown).parts
+    if Path(shown).is_absolute() and "results" in parts:
+        return Path(*parts[len(parts) - 1 - parts[::-1].index("results"):]).as_posix()
+    return shown
+
+
 def render(summary: dict[str, Any], scratch: bool = True) -> str:
     lines = ["| record | run | per-episode test values | max abs difference | mean: record -> rerun | "
              "what differs from the record's setup |", "|---|---|---|--:|---|---|"]
     for row in summary["rows"]:
         run = f"{row['suite']} {row['tier']} {row['algorithm']} seed {row['seed']}"
-        row = {**row, "record": relative_path(Path(row["record"]), PROJECT_ROOT)}  # summaries kept absolute paths
+        row = {**row, "record": shown_path(row["record"])}
         if row["status"] != "completed":
             lines.append(f"| {row['record']} | {run} | rerun {row['status']}: {row.get('error')} | | | |")
             continue

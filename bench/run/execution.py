@@ -33,11 +33,13 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 from filelock import FileLock, Timeout
 
+from bench.algorithms.base import Algorithm
 from bench.datasets.base import cache_dir
 from bench.errors import BenchError
 from bench.records import utc_now, write_atomic
@@ -116,7 +118,7 @@ def recorded_eval_chunk(execution: dict[str, Any]) -> int | None:
     return execution["eval_chunk"] if "eval_chunk" in execution else execution.get("task_chunk")
 
 
-def compile_unsupported(algorithm: type, hparams: Any) -> str | None:
+def compile_unsupported(algorithm: type[Algorithm], hparams: Any) -> str | None:
     # Measured with torch 2.14: torch.compile's backward is not differentiable again, and a
     # second-order meta-gradient through it silently loses terms (autograd then reports the
     # parameters as unused), so second-order methods must run eagerly.
@@ -127,7 +129,7 @@ def compile_unsupported(algorithm: type, hparams: Any) -> str | None:
     return None
 
 
-def autocast(options: ExecutionOptions, device: torch.device):
+def autocast(options: ExecutionOptions, device: torch.device) -> contextlib.AbstractContextManager[Any]:
     """The autocast context of the run (a no-op without ``--autocast``)."""
     if options.autocast is None:
         return contextlib.nullcontext()
@@ -238,7 +240,7 @@ def _sign_test(wins: int, rounds: int) -> float:
     return sum(math.comb(rounds, k) for k in range(wins, rounds + 1)) / 2**rounds
 
 
-def _order_is_clear(table: list[dict[int, float]], alive: list[int], samples) -> bool:
+def _order_is_clear(table: list[dict[int, float]], alive: list[int], samples: Callable[[int], list[float]]) -> bool:
     """The leader by median was faster than every other remaining candidate in so many of the rounds
     they were timed side by side that chance is ruled out (a sign test at ``ORDER_ALPHA``)."""
     leader = min(alive, key=lambda c: statistics.median(samples(c)))
@@ -254,7 +256,7 @@ def fastest(samples: dict[str, list[float]]) -> int:
     return min((statistics.median(values), int(chunk)) for chunk, values in samples.items())[1]
 
 
-def _cache_path():
+def _cache_path() -> Path:
     return cache_dir() / "task-chunk.json"
 
 
@@ -274,7 +276,7 @@ def _configuration_key(algorithm: Any, batch: TaskBatch, device: torch.device, o
     return hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def read_chunk_cache(path=None) -> dict[str, Any]:
+def read_chunk_cache(path: Path | None = None) -> dict[str, Any]:
     """The cache's entries as stored ({} when it is missing or unreadable)."""
     path = path or _cache_path()
     try:
@@ -294,7 +296,7 @@ def _usable(entry: Any, n_tasks: int) -> bool:
                     for v in samples.values()))
 
 
-def _store(path, key: str, entry: dict[str, Any]) -> None:
+def _store(path: Path, key: str, entry: dict[str, Any]) -> None:
     try:
         # Read, add and write under a lock: runs in other processes may be storing their choices too.
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -382,8 +384,9 @@ def _choose(kind: _ChunkKind, algorithm: Any, batch: TaskBatch, device: torch.de
 
     if kind.option is not None:
         return {field: use(min(kind.option, len(batch))), choice: "set"}
-    if algorithm.name in (kind.per_algorithm or {}):
-        return {field: use(min(kind.per_algorithm[algorithm.name], len(batch))), choice: "set to the baseline's"}
+    per_algorithm = kind.per_algorithm or {}
+    if algorithm.name in per_algorithm:
+        return {field: use(min(per_algorithm[algorithm.name], len(batch))), choice: "set to the baseline's"}
     key = _configuration_key(algorithm, batch, device, options, kind.key)
     path = _cache_path()
     cached = read_chunk_cache(path).get(key)

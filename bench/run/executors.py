@@ -27,6 +27,7 @@ import socket
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -251,7 +252,7 @@ class LocalExecutor:
             job.record["executor"] = {"name": self.name, **describe_host()}
             try:
                 train_and_test(plan, job.run, episodes, job.record, job.checkpoint, progress,
-                               on_configured=lambda configured, path=job.path: records.write_record(path, configured))
+                               on_configured=partial(records.write_record, job.path))
             except KeyboardInterrupt:
                 finish(job, job.record)  # recorded as interrupted; its checkpoint stays for --resume
                 raise

@@ -13,10 +13,10 @@ import math
 import statistics
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 import yaml
@@ -43,7 +43,7 @@ from bench.run.execution import (
 from bench.run.timing import PeakMemory, SegmentTimer
 from bench.seeding import generator
 from bench.stats import mean_ci95
-from bench.tasks import TaskBatch, TaskSource, episode_hash, make_task_source
+from bench.tasks import TaskBatch, episode_hash, make_task_source
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +236,7 @@ class Episodes:
             self._fixed[key] = (batch.to(self.device), episode_hash(batch))
         return self._fixed[key]
 
-    def _chunks(self, split: str, n_tasks: int):
+    def _chunks(self, split: str, n_tasks: int) -> Iterator[TaskBatch]:
         """The fixed episodes of ``split``: kept whole, or materialised ``eval_chunk`` at a time
         (image test sets do not fit in memory as floats)."""
         chunk = self.source.eval_chunk
@@ -278,8 +278,18 @@ class Episodes:
         return self.source.batch("train", seed, range(iteration * size, (iteration + 1) * size)).to(self.device)
 
 
-def problem_for(suite: Suite, source: TaskSource) -> Problem:
-    out_features = suite.ways if suite.task_type == "classification" else 1
+class HasInputShape(Protocol):
+    """What ``problem_for`` reads of a task source."""
+
+    @property
+    def in_shape(self) -> tuple[int, ...]: ...
+
+
+def problem_for(suite: Suite, source: HasInputShape) -> Problem:
+    out_features = 1
+    if suite.task_type == "classification":
+        assert suite.ways is not None, "a classification suite has ways (validated)"
+        out_features = suite.ways
     return Problem(suite=suite, in_shape=source.in_shape, out_features=out_features,
                    n_train_classes=getattr(source, "n_train_classes", None))
 
@@ -360,12 +370,12 @@ def configure_execution(algorithm: Algorithm, options: ExecutionOptions, first_b
     if options.compile:
         apply_compile(algorithm)
     if hasattr(algorithm, "checkpoint_inner_steps"):
-        algorithm.checkpoint_inner_steps = options.checkpoint_inner_steps
+        setattr(algorithm, "checkpoint_inner_steps", options.checkpoint_inner_steps)  # noqa: B010 (not every algorithm has it)
     if earlier is not None and "task_chunk" in earlier:
         if earlier["task_chunk"] is not None:
             algorithm.task_chunk = earlier["task_chunk"]
         if (eval_chunk := recorded_eval_chunk(earlier)) is not None and hasattr(algorithm, "eval_chunk"):
-            algorithm.eval_chunk = eval_chunk
+            setattr(algorithm, "eval_chunk", eval_chunk)  # noqa: B010 (not every algorithm has it)
         return earlier
     entry = options.as_record()
     entry["checkpoint_inner_steps"] = getattr(algorithm, "checkpoint_inner_steps", None)

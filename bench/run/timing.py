@@ -14,6 +14,7 @@ import math
 import resource
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -25,7 +26,7 @@ class SegmentTimer:
         self.device = device
         self.uses_cuda_events = device.type == "cuda"
         self._open: object | None = None
-        self._segments: list[tuple[object, object]] = []
+        self._segments: list[tuple[Any, Any]] = []  # CUDA events, or perf_counter readings
         self._earlier: list[float] = []  # segments timed before a resume, by another process
 
     def restore(self, seconds: list[float]) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -35,20 +35,21 @@ class TaskBatch:
         return self.support_x.shape[0]
 
     def to(self, device: torch.device | str) -> TaskBatch:
-        return self._map(lambda t: t.to(device, non_blocking=True), identity=self.identity)
+        return self.map_tensors(lambda t: t.to(device, non_blocking=True), identity=self.identity)
 
     def tensors(self) -> tuple[torch.Tensor, ...]:
         return (self.support_x, self.support_y, self.query_x, self.query_y)
 
     def slice(self, start: int, stop: int) -> TaskBatch:
-        return self._map(lambda t: t[start:stop])
+        return self.map_tensors(lambda t: t[start:stop])
 
-    def _map(self, function: Callable[[torch.Tensor], torch.Tensor], identity: bytes | None = None) -> TaskBatch:
+    def map_tensors(self, function: Callable[[torch.Tensor], torch.Tensor], identity: bytes | None = None) -> TaskBatch:
         """``function`` applied to every tensor, the optional class indices included."""
-        classes = (None if t is None else function(t) for t in (self.support_classes, self.query_classes))
-        return TaskBatch(*(function(t) for t in self.tensors()), identity, *classes)
+        support_x, support_y, query_x, query_y = (function(t) for t in self.tensors())
+        support_classes, query_classes = (None if t is None else function(t) for t in (self.support_classes, self.query_classes))
+        return TaskBatch(support_x, support_y, query_x, query_y, identity, support_classes, query_classes)
 
-    def update_hash(self, digest) -> None:
+    def update_hash(self, digest: Any) -> None:
         """Feed what determines these episodes into ``digest`` (hashlib object)."""
         if self.identity is not None:
             digest.update(self.identity)
@@ -57,7 +58,7 @@ class TaskBatch:
             digest.update(str(tuple(tensor.shape)).encode())
             digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
 
-    def update_contents_hash(self, digest) -> None:
+    def update_contents_hash(self, digest: Any) -> None:
         """Feed the tensors exactly as the algorithms receive them into ``digest``, episode by episode,
         so the hash covers the bytes read (pixels after decoding, normalisation, token ids) and does
         not depend on how many episodes were materialised at once."""

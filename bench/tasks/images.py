@@ -59,12 +59,13 @@ class ImageTasks:
     def batch(self, split: str, seed: int, indices: range) -> TaskBatch:
         shape = self.shapes["train" if split == "train" else "eval"]
         ways, shots, queries = shape["ways"], shape["shots"], shape["queries"]
+        assert ways is not None, "a classification suite has ways (validated)"
         classes, examples = self._indices(split, seed, indices, ways, shots + queries)
         identity = hashlib.sha256(self.dataset_key.encode() + classes.numpy().tobytes() + examples.numpy().tobytes())
         classes, examples = classes.to(self.device), examples.to(self.device)
         dataset_classes = self.split_classes[split][classes]
         pixels = self.images[dataset_classes.unsqueeze(-1), examples]  # (B, ways, k, C, H, W) uint8
         x = pixels.float().div_(255).flatten(1, 2).unflatten(1, (ways, shots + queries))
-        if self.mean is not None:
+        if self.mean is not None and self.std is not None:
             x = (x - self.mean.unsqueeze(1)) / self.std.unsqueeze(1)
         return classification_batch(x, classes, shots, identity.digest())

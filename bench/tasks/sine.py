@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bench.config import Suite
+from bench.config import SineData, Suite
 from bench.seeding import derive_seed
 from bench.tasks.base import TaskBatch
 
@@ -22,6 +22,7 @@ class SineTasks:
     def __init__(self, suite: Suite, device: torch.device | None = None) -> None:
         del device  # drawn on the host (the episode hashes are of host tensors); the runner moves them
         self.suite_name = suite.name
+        assert isinstance(suite.data, SineData), "a regression suite's data is sine (validated)"
         self.config = suite.data
         self.shots = suite.shots
         self.queries = suite.queries

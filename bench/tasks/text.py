@@ -97,6 +97,7 @@ class TextTasks:
     def batch(self, split: str, seed: int, indices: range) -> TaskBatch:
         shape = self.shapes["train" if split == "train" else "eval"]
         ways, shots, queries = shape["ways"], shape["shots"], shape["queries"]
+        assert ways is not None, "a classification suite has ways (validated)"
         classes, positions = self._indices(split, seed, indices, ways, shots + queries)
         identity = hashlib.sha256(self.input_key.encode() + classes.numpy().tobytes() + positions.numpy().tobytes())
         classes, positions = classes.to(self.device), positions.to(self.device)

@@ -25,7 +25,7 @@ PATHS = [  # (task_chunk, checkpoint_inner_steps); None = every task of the batc
 
 
 def as_float64(batch):
-    return batch._map(lambda t: t.double() if t.is_floating_point() else t)  # the class indices too
+    return batch.map_tensors(lambda t: t.double() if t.is_floating_point() else t)  # the class indices too
 
 
 @pytest.fixture(scope="module")

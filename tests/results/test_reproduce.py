@@ -125,3 +125,11 @@ def test_committed_records_reproduce_bit_for_bit_on_their_machine_class(pattern,
     code, out, err = cli("reproduce", str(path), "--results-dir", str(tmp_path), "--json", str(tmp_path / "s.json"))
     [row] = json.loads((tmp_path / "s.json").read_text())["rows"]
     assert code == 0 and row["identical"], out + err
+
+
+def test_summaries_show_record_paths_as_the_project_names_them_wherever_the_checkout_was():
+    from bench.results.reproduce import shown_path
+
+    assert shown_path(str(ROOT / "results" / "sine" / "standard" / "a.json")) == "results/sine/standard/a.json"
+    assert shown_path("/some/other/checkout/results/sine/standard/a.json") == "results/sine/standard/a.json"
+    assert shown_path("/tmp/scratch/a.json") == "/tmp/scratch/a.json"
