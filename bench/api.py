@@ -124,13 +124,16 @@ def run(
     executor: Any = None,
     resume: bool = False,
     execution: ExecutionOptions | None = None,
+    log_to: list[str] | tuple[str, ...] = (),
 ) -> list[dict[str, Any]]:
     """Run ``algorithms`` (all that apply when None) on ``suite``; returns the run records.
 
     ``executor``: ``bench.run.executors.LocalExecutor()`` (the default) or ``RayExecutor(address, ...)``;
     ``resume`` skips runs finished in ``results_dir`` and continues interrupted ones;
-    ``execution``: how the runs execute (task chunk, autocast, threads, ...), not what they compute."""
-    planned = plan(suite, algorithms, seeds, tier, results_dir, device, overrides, execution, executor=executor)
+    ``execution``: how the runs execute (task chunk, autocast, threads, ...), not what they compute;
+    ``log_to``: trackers that also get each run's curve and results (``"tensorboard[:DIR]"``, ``"mlflow[:URI]"``)."""
+    planned = plan(suite, algorithms, seeds, tier, results_dir, device, overrides, execution, executor=executor,
+                   log_to=log_to)
     return executors.execute(planned, progress=progress, executor=executor, resume=resume)
 
 

@@ -39,8 +39,46 @@ COST_BLOCK = re.compile(r"(<!-- cost -->\n)(?P<body>.*?)(<!-- /cost -->)", re.S)
 EXECUTORS_BLOCK = re.compile(r"(<!-- executors -->\n)(?P<body>.*?)(<!-- /executors -->)", re.S)
 CHUNKS_BLOCK = re.compile(r"(<!-- chunks -->\n)(?P<body>.*?)(<!-- /chunks -->)", re.S)
 REPRODUCE_BLOCK = re.compile(r"(<!-- reproduce -->\n)(?P<body>.*?)(<!-- /reproduce -->)", re.S)
+FAMILY_BLOCK = re.compile(r"(<!-- algorithms:(?P<family>[\w-]+) -->\n)(?P<body>.*?)(<!-- /algorithms -->)", re.S)
 CLI_BLOCK = re.compile(r"(<!-- cli-reference -->\n)(?P<body>.*?)(<!-- /cli-reference -->)", re.S)
-PAGES = ("README.md", "docs/*.md", "docs/results/*.md", "docs/reference/*.md")  # the pages whose blocks are generated
+# The pages whose blocks are generated:
+PAGES = ("README.md", "docs/*.md", "docs/results/*.md", "docs/reference/*.md", "docs/algorithms/*.md")
+
+
+def _allowed(field: Any) -> str:
+    """A hyperparameter's constraints (pydantic's annotated-types metadata) in words."""
+    words = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
+    parts = []
+    for item in field.metadata:
+        for name, symbol in words.items():
+            if getattr(item, name, None) is not None:
+                parts.append(f"{symbol} {getattr(item, name):g}")
+        if getattr(item, "min_length", None):
+            parts.append(f"at least {item.min_length} value(s)")
+    return ", ".join(parts) or "-"
+
+
+def algorithm_family(family: str) -> str:
+    """Every registered algorithm of ``family``: what it does, after which paper, its hyperparameters
+    with their defaults and allowed values, and the task types it runs on (from the registry)."""
+    from bench.algorithms import ALGORITHMS
+
+    parts = ["Defaults are each algorithm's own; a suite file may set others under `algorithms:` (Omniglot's MAML "
+             "uses `inner_lr: 0.4`), and `--set NAME.FIELD=VALUE` overrides either for one run.", ""]
+    for name in ALGORITHMS.names():
+        algorithm = ALGORITHMS.get(name)
+        if algorithm.family != family:
+            continue
+        module = sys.modules[algorithm.__module__]
+        source = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
+        summary = " ".join((algorithm.__doc__ or "").strip().split())
+        fields = algorithm.Hparams.model_fields
+        table = ["| hyperparameter | default | allowed |", "|---|---|---|"]
+        table += [f"| `{key}` | `{field.default!r}` | {_allowed(field)} |" for key, field in fields.items()]
+        parts += [f"### `{name}`", "", summary, "", f"Source: {source}", "",
+                  f"Task types: {', '.join(sorted(algorithm.task_types))}. File: `{module.__name__.replace('.', '/')}.py`.",
+                  "", *(table if fields else ["No hyperparameters."]), ""]
+    return "\n".join(parts).rstrip()
 
 
 def cli_reference() -> str:
@@ -130,6 +168,7 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
         return f"{match.group(1)}{body}\n{match.group(3)}"
 
     text = REPRODUCE_BLOCK.sub(reproduce_table, CHUNKS_BLOCK.sub(chunks_table, text))
+    text = FAMILY_BLOCK.sub(lambda match: f"{match.group(1)}{algorithm_family(match['family'])}\n{match.group(4)}", text)
     if CLI_BLOCK.search(text):
         text = CLI_BLOCK.sub(lambda match: f"{match.group(1)}{cli_reference()}\n{match.group(3)}", text)
     text = EXECUTORS_BLOCK.sub(executors_table, text)

@@ -40,6 +40,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--autocast", choices=["bf16"], help="run meta-training and evaluation under bfloat16 autocast")
     speed.add_argument("--compile", action="store_true",
                        help="torch.compile the backbone's forward (first-order and non-gradient methods only)")
+    parser.add_argument("--log", action="append", default=[], metavar="TRACKER", dest="log_to",
+                        help="also stream each run's curve, validation metric, throughput and final metric to "
+                             "tensorboard[:DIR] (default runs/) or mlflow[:URI] (default sqlite:///mlruns.db); "
+                             "repeatable; extras `tensorboard`, `mlflow`; records stay the source of truth")
     parser.add_argument("--dry-run", action="store_true",
                         help="check everything and print the planned runs; run nothing, write nothing")
     common.add_executor_arguments(parser)
@@ -56,7 +60,7 @@ def handle(args: argparse.Namespace) -> int:
                                  checkpoint_every=args.checkpoint_every)
     executor = common.executor_from(args)
     plan = api.plan(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides,
-                    execution, executor=executor, dry_run=args.dry_run)
+                    execution, executor=executor, dry_run=args.dry_run, log_to=args.log_to)
     log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
     if args.dry_run:

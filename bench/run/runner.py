@@ -41,6 +41,7 @@ from bench.run.execution import (
     recorded_eval_chunk,
 )
 from bench.run.timing import PeakMemory, SegmentTimer
+from bench.run.tracking import Trackers, TrackingTarget
 from bench.seeding import generator
 from bench.stats import mean_ci95
 from bench.tasks import TaskBatch, episode_hash, make_task_source
@@ -105,6 +106,7 @@ class RunPlan:
     episodes: Episodes | None = None  # built while planning, so impossible episode shapes fail there
     execution: ExecutionOptions = ExecutionOptions()
     checked_for: str | None = None  # the executor whose check this plan passed while planning
+    tracking: tuple[TrackingTarget, ...] = ()  # where each run's curve and results also go (--log)
 
 
 def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[type[Algorithm]], dict[str, str]]:
@@ -155,6 +157,7 @@ def plan_run(
     execution: ExecutionOptions | None = None,
     dry_run: bool = False,
     executor: Any = None,
+    log_to: list[str] | tuple[str, ...] = (),
 ) -> RunPlan:
     """Resolve and validate a run; raises ``BenchError`` for any bad input, having done nothing.
 
@@ -189,7 +192,8 @@ def plan_run(
     resolved = resolve_device(device)
     execution.check(chosen, {run.algorithm.name: run.hparams for run in runs}, resolved)
     episodes = None if dry_run else Episodes(suite, resolved)
-    plan = RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes, execution)
+    tracking = tuple(TrackingTarget.parse(text) for text in log_to)  # an unknown or missing tracker: before any work
+    plan = RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes, execution, tracking=tracking)
     if executor is not None:
         executor.check(plan)  # e.g. Ray: resources no node has
         plan = replace(plan, checked_for=executor.name)
@@ -475,6 +479,7 @@ class TrainingLoop:
         self.done = 0  # meta-iterations done
         self.curve: list[dict[str, Any]] = []
         self.sign = 1.0 if self.suite.lower_is_better else -1.0
+        self.trackers = Trackers(plan.tracking, record)  # none without --log
 
     def run_to_end(self) -> dict[str, Any]:
         """The record's status is ``completed``, ``diverged`` (non-finite loss: stopped, with the
@@ -489,6 +494,7 @@ class TrainingLoop:
             self.record.update(status="interrupted", ended_at=records.utc_now(),
                                error={"type": "KeyboardInterrupt", "message": f"interrupted at iteration {self.iteration}"},
                                timing={"wall_time_s": self.wall_seconds()})
+            self.trackers.finish(self.record)
             raise
         except Diverged as exc:  # recorded as such, and kept out of leaderboards (only completed runs count)
             log.error("%s seed %d diverged: %s", self.run.algorithm.name, self.run.seed, exc)
@@ -504,6 +510,7 @@ class TrainingLoop:
                                error={"type": type(exc).__name__, "message": str(exc), "iteration": self.iteration,
                                       "traceback": traceback.format_exc()},
                                timing={"wall_time_s": self.wall_seconds()})
+        self.trackers.finish(self.record)
         return self.record
 
     def wall_seconds(self) -> float:
@@ -610,6 +617,7 @@ class TrainingLoop:
         # JSON has no inf or NaN: a non-finite validation score is stored as null.
         self.curve.append({"iteration": done, "wall_time_s": self.wall_seconds(),
                            "train_loss": mean_loss, "val_metric": value if math.isfinite(value) else None})
+        self.trackers.curve_point(self.curve[-1])
         if math.isfinite(value) and self.sign * value < self.sign * self.best_value:
             self.best_value, self.best_iteration, self.best_state = value, done, _state_copy(self.algorithm)
         return {"loss": f"{mean_loss:.3g}", "val": f"{value:.3g}"}
