@@ -69,3 +69,16 @@ def test_the_maml_budget_is_what_fits_at_the_measured_rate(tmp_path):
     assert gpu_kit.iterations(record, 100, default=7) == 2000  # 100 s x 640 tasks/s / 32 tasks
     assert gpu_kit.iterations(record, 1e6, default=7) == 60000  # never beyond the paper's length
     assert gpu_kit.iterations(tmp_path / "missing.json", 100, default=7) == 7
+
+
+def test_no_step_runs_past_the_kit_s_deadline_and_the_summary_is_still_written(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "KIT_DEADLINE_S": "17"}
+    done = subprocess.run(["bash", "tools/gpu_check.sh", "--device", "cpu", "--budget", "tiny"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    summary = json.loads((out / "summary.json").read_text())
+    assert done.returncode == 124, done.stdout + done.stderr
+    assert [s["step"] for s in summary["steps"]] == ["tests", "perf", "timing", "protonet", "maml"]
+    assert all(s["exit_code"] == 124 for s in summary["steps"]) and sum(s["seconds"] for s in summary["steps"]) <= 5
+    assert "not run, the kit's deadline (17 s) is reached" in (out / "kit.log").read_text()
+    assert (out / "records.tar.gz").is_file()
