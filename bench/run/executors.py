@@ -323,17 +323,24 @@ class RayExecutor:
         shipped = dataclasses.replace(plan, episodes=None, execution=dataclasses.replace(plan.execution, threads=threads))
         device = plan.device.type  # "cuda", not the driver's "cuda:N": each worker uses the GPU Ray gives it
         pending: dict[Any, Job] = {}
-        for job in jobs:
-            if not start(job):
-                continue
-            job.record["executor"] = {"name": self.name, "address": self.address, "cpus_per_job": self.cpus_per_job,
-                                      "gpus_per_job": self.gpus_per_job, "retries": self.retries, "driver": describe_host()}
-            # An absolute path: a worker's working directory is not the driver's.
-            checkpoint = str(job.checkpoint.resolve()) if job.checkpoint else None
-            ref = task.remote(shipped, job.run, job.record, checkpoint, device)
-            pending[ref] = job
-        bar = tqdm(total=len(pending), desc=f"{plan.suite.name} on Ray", disable=None if progress else True, unit="run")
+        unsubmitted: list[Job] = []  # started (its record says running) but not yet a Ray task
+        bar = tqdm(total=0, desc=f"{plan.suite.name} on Ray", disable=None if progress else True, unit="run")
+        # One try around submission and waiting: a SIGTERM while the jobs are still being submitted
+        # must leave no record `running` either (seen in CI: all three were, when it came between them).
         try:
+            for job in jobs:
+                if not start(job):
+                    continue
+                unsubmitted.append(job)
+                job.record["executor"] = {"name": self.name, "address": self.address, "cpus_per_job": self.cpus_per_job,
+                                          "gpus_per_job": self.gpus_per_job, "retries": self.retries,
+                                          "driver": describe_host()}
+                # An absolute path: a worker's working directory is not the driver's.
+                checkpoint = str(job.checkpoint.resolve()) if job.checkpoint else None
+                pending[task.remote(shipped, job.run, job.record, checkpoint, device)] = job
+                unsubmitted.remove(job)
+                bar.total += 1
+                bar.refresh()
             while pending:
                 [ref], _ = ray.wait(list(pending), num_returns=1)
                 job = pending.pop(ref)
@@ -350,8 +357,9 @@ class RayExecutor:
                 finish(job, record)
                 bar.update()
         except KeyboardInterrupt:
-            for ref, job in pending.items():
+            for ref in pending:
                 ray.cancel(ref, force=True)
+            for job in [*pending.values(), *unsubmitted]:
                 job.record.update(status="interrupted", ended_at=records.utc_now(),
                                   error={"type": "KeyboardInterrupt", "message": "interrupted while on Ray"})
                 finish(job, job.record)

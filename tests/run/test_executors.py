@@ -239,6 +239,26 @@ def test_sigterm_to_a_ray_run_records_the_runs_in_flight_as_interrupted(tmp_path
     assert len(statuses) == 3 and "running" not in statuses and "interrupted" in statuses
 
 
+def test_an_interrupt_while_ray_jobs_are_being_submitted_leaves_no_record_running(tmp_path, ray_instance, monkeypatch):
+    """The window CI once hit: SIGTERM after a job's record said `running` but before it was a Ray task."""
+    import bench.run.executors as executors
+
+    real, calls = executors.describe_host, []
+
+    def interrupted_at_the_second(*args):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args)
+
+    monkeypatch.setattr(executors, "describe_host", interrupted_at_the_second)
+    plan = plan_run("sine", ["maml", "cnp", "reptile"], [0], "smoke", tmp_path, "cpu", SINE)
+    with pytest.raises(KeyboardInterrupt):
+        execute(plan, progress=False, executor=RayExecutor(cpus_per_job=1))
+    statuses = sorted(r["status"] for r in records.load_records(tmp_path, "sine"))
+    assert statuses == ["interrupted", "interrupted"]  # the submitted one and the one about to be; the third not begun
+
+
 def test_a_ray_resource_request_no_node_can_meet_is_refused_before_any_work(cli, tmp_path, ray_instance):
     code, _, err = cli("run", "sine", "--tier", "smoke", "--algorithms", "cnp", "--executor", "ray",
                        "--cpus-per-job", "64", "--results-dir", str(tmp_path / "r"))
