@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -8,6 +9,8 @@ import pytest
 from bench.cli import main
 
 ROOT = Path(__file__).resolve().parent.parent
+# Whether the Omniglot archives are in BENCH_DATA_DIR (the tests that read them skip otherwise).
+HAS_OMNIGLOT = (Path(os.environ.get("BENCH_DATA_DIR", "")) / "omniglot" / "images_background.zip").is_file()
 
 
 @pytest.fixture

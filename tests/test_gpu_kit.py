@@ -9,12 +9,10 @@ import re
 import subprocess
 import sys
 import tarfile
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-HAS_OMNIGLOT = (Path(os.environ.get("BENCH_DATA_DIR", "")) / "omniglot" / "images_background.zip").is_file()
+from tests.conftest import HAS_OMNIGLOT, ROOT
 
 
 @pytest.mark.slow

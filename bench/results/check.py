@@ -376,14 +376,15 @@ def with_second_timing(summary: dict[str, Any], baseline: Baseline, first: dict[
     merged = {a: faster(e, second[a]) if a in second else e for a, e in first.items()}
     again = compare(baseline, merged, thresholds, failed, here)
     before = {row["algorithm"]: row for row in summary["rows"]}
+    timed = {row["algorithm"]: row for row in compare(baseline, second, thresholds, None, here)["rows"]}
     for row in again["rows"]:
-        if row["algorithm"] in second:
-            timed = compare(baseline, {row["algorithm"]: second[row["algorithm"]]}, thresholds, None, here)["rows"][0]
+        name = row["algorithm"]
+        if name in second:
             row["retimed"] = {
-                "ratios": [[a["ratio"], b["ratio"]] for a, b in zip(before[row["algorithm"]]["throughput"],
-                                                                     timed["throughput"], strict=True)],
-                "identical_values": second[row["algorithm"]].per_task == first[row["algorithm"]].per_task,
-                "records": second[row["algorithm"]].records,
+                "ratios": [[a["ratio"], b["ratio"]] for a, b in zip(before[name]["throughput"], timed[name]["throughput"],
+                                                                     strict=True)],
+                "identical_values": second[name].per_task == first[name].per_task,
+                "records": second[name].records,
             }
     return again
 
@@ -510,7 +511,7 @@ def run_check(suite_name: str, baseline_path: Path, tier: str | None = None, alg
                  ", ".join(slow), "it" if len(slow) == 1 else "them", again_dir)
         again = execute(plan_run(suite_name, slow, seeds, tier, again_dir, device, list(overrides), options),
                         progress=progress, executor=executor)
-        second = {a: e for a, e in entries_from_run([r for r in again if r["status"] == "completed"]).items()}
+        second = entries_from_run([r for r in again if r["status"] == "completed"])
         summary = with_second_timing(summary, baseline, first, second, thresholds, failed, here)
         summary["new_records"] = str(results_dir)
         summary["retimed_records"] = str(again_dir)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -22,9 +21,8 @@ from bench.results.check import (
     slow_algorithms,
     with_second_timing,
 )
-from tests.conftest import read_records, snapshot
+from tests.conftest import HAS_OMNIGLOT, read_records, snapshot
 
-HAS_OMNIGLOT = (Path(os.environ.get("BENCH_DATA_DIR", "")) / "omniglot" / "images_background.zip").is_file()
 FAST = ["suite.meta_iterations=10", "suite.val_every=5"]  # budget only: the protocol (and its hash) is unchanged
 
 

@@ -12,7 +12,6 @@ import contextlib
 import os
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
@@ -25,11 +24,10 @@ from bench.run.executors import execute
 from bench.run.runner import Episodes, plan_run, problem_for
 from bench.run.timing import PeakMemory, SegmentTimer
 from bench.seeding import generator
-from tests.conftest import read_records
+from tests.conftest import HAS_OMNIGLOT, read_records
 from tests.run.test_checkpoints import SINE, _interrupt_at
 
 pytestmark = pytest.mark.device
-HAS_OMNIGLOT = (Path(os.environ.get("BENCH_DATA_DIR", "")) / "omniglot" / "images_background.zip").is_file()
 needs_omniglot = pytest.mark.skipif(not HAS_OMNIGLOT, reason="BENCH_DATA_DIR has no Omniglot")
 FAST = ["--set", "suite.meta_iterations=12", "--set", "suite.val_every=6"]
 
