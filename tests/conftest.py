@@ -41,3 +41,13 @@ def snapshot(directory: Path) -> dict[str, bytes]:
 
 def read_records(directory: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted(directory.rglob("*.json"))]
+
+
+def pytest_configure(config) -> None:
+    # Under pytest-xdist each worker gets one of the machine's cores: torch threads in several
+    # workers would contend for the same cores (and spin-wait), slowing every test.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"

@@ -74,6 +74,7 @@ OURS = [n for n in CLASSIFICATION if not n.endswith(".l2l")]
 
 @needs_omniglot
 @pytest.mark.slow
+@pytest.mark.learning
 @pytest.mark.parametrize("name", OURS)
 def test_meta_training_beats_chance_on_omniglot_5way_1shot(name, omniglot):
     """60 meta-iterations of 4 tasks must lift validation accuracy clearly above chance (20%)."""
