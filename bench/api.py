@@ -25,11 +25,11 @@ import pandas as pd
 import torch
 
 from bench.algorithms import ALGORITHMS
-from bench.config import TEXT_ENCODERS, available_suites, load_suite
+from bench.config import TEXT_ENCODERS, SplitName, available_suites, load_suite
 from bench.datasets import check_available
 from bench.datasets.download import download as download_dataset
 from bench.datasets.shapes import check_episode_shapes, class_sizes
-from bench.errors import BenchError
+from bench.errors import BenchError, DataNotFound
 from bench.measure import cost as costs
 from bench.measure import perf as perf_core
 from bench.measure import perf_chunks as chunk_choice
@@ -44,7 +44,9 @@ from bench.run.cache import clear, describe
 from bench.run.environment import environment, resolve_device
 from bench.run.execution import ExecutionOptions
 from bench.run.executors import import_ray
-from bench.run.runner import RunPlan, check_suite_algorithms, plan_run
+from bench.run.runner import Overrides, RunPlan, check_suite_algorithms, check_suite_data, plan_run
+from bench.tasks import episode_files
+from bench.tasks.episode_files import check_test_episodes
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +96,7 @@ def validate_suites(names: list[str] | None = None, without_data: list[str] | No
                 if suite.task_type == "classification":
                     try:
                         check_available(suite)
-                    except BenchError:
+                    except DataNotFound:  # absent: reported as unchecked (a damaged file is an error)
                         if without_data is not None and name not in without_data:
                             without_data.append(name)
                         continue
@@ -102,6 +104,7 @@ def validate_suites(names: list[str] | None = None, without_data: list[str] | No
                     if data not in counted:
                         counted[data] = class_sizes(suite)
                     check_episode_shapes(suite, counted[data])
+                    check_test_episodes(suite, counted[data])
         except BenchError as exc:
             errors.append(str(exc))
     return errors
@@ -140,6 +143,26 @@ def run(
 def execute(planned: RunPlan, progress: bool = True, executor: Any = None, resume: bool = False) -> list[dict[str, Any]]:
     """Run a plan from ``plan``; returns its records in plan order (see ``run``)."""
     return executors.execute(planned, progress=progress, executor=executor, resume=resume)
+
+
+def export_episodes(suite: str, out: Path | str, split: SplitName = "test", count: int | None = None,
+                    tier: str | None = None, overrides: list[str] | tuple[str, ...] = (), force: bool = False) -> Path:
+    """Write the first ``count`` (default: the suite's test_tasks) episodes that ``suite`` evaluates on in
+    ``split`` to the episode file ``out`` (docs/episode-files.md); a suite with ``test_episodes: FILE``
+    then evaluates on exactly these. An existing ``out`` is kept unless ``force``."""
+    parsed = Overrides.parse(overrides)
+    if parsed.algorithms:
+        raise BenchError(f"--set {', '.join(parsed.algorithms)}.*: episodes do not depend on an algorithm; "
+                         "give only suite.FIELD=VALUE")
+    loaded = load_suite(suite, tier=tier, overrides=parsed.suite, override_texts=parsed.texts)
+    path = Path(out)
+    if path.exists() and not force:
+        raise BenchError(f"{path} exists; give another --out, or --force to replace it")
+    check_writable(path.parent, what="output directory", option="--out")
+    check_suite_data(loaded)
+    content = episode_files.export_episodes(loaded, split, count)
+    write_atomic(path, episode_files.dumps(content))
+    return path
 
 
 def leaderboard(suite: str, results_dir: Path | str = "results", tier: str | None = None

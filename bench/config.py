@@ -13,14 +13,27 @@ import json
 import math
 import re
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypedDict, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    TypeAdapter,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+    model_validator,
+)
 
 from bench.errors import BenchError, did_you_mean
 from bench.formatting import relative_path
+from bench.registry import Registry
 
 # In a checkout bench/suites links to the top-level suites/ folder; an installed wheel holds the files
 # themselves there.
@@ -212,6 +225,46 @@ class MiniImageNetData(StrictModel):
         return None if self.mean is None or self.std is None else Normalization(mean=self.mean, std=self.std)
 
 
+class ImageFolderData(StrictModel):
+    """Your own images, no code: ``root/<class>/<image>``, any format PIL reads, any size.
+
+    ``root`` is relative to the data directory (``$BENCH_DATA_DIR``) unless absolute. ``split``
+    lists the class folders of each split, or is ``subfolders``: ``root/train/<class>/``,
+    ``root/val/<class>/`` and ``root/test/<class>/``. Every image is converted to ``channels``
+    (1: grey, 3: RGB; default: the images' own, which must then agree), resized to ``image_size``
+    squared with ``resize_filter``, scaled to [0, 1] and, with ``mean`` and ``std``, normalised.
+    A class keeps its images in file-name order, the first ``images_per_class`` if given; classes
+    may differ in size. Hidden files (``.name``) are skipped; every other file must be an image.
+    """
+
+    kind: Literal["image-folder"]
+    root: str = Field(min_length=1)
+    split: dict[SplitName, tuple[str, ...]] | Literal["subfolders"]
+    image_size: int = Field(default=84, ge=4)
+    channels: Literal[1, 3] | None = None
+    resize_filter: ImageFilter = "lanczos"
+    images_per_class: int | None = Field(default=None, ge=1)
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> ImageFolderData:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std) or (self.channels is not None and len(self.mean) != self.channels):
+                raise ValueError("mean and std need one value per channel")
+            if any(v <= 0 for v in self.std):
+                raise ValueError("std values must be positive")
+        if isinstance(self.split, dict):
+            _disjoint_split(self.split)
+        return self
+
+    @property
+    def normalization(self) -> Normalization | None:
+        return None if self.mean is None or self.std is None else Normalization(mean=self.mean, std=self.std)
+
+
 TextFormat = Literal["bao-json", "banking77-csv", "hwu64-json", "clinc150-json", "jsonl"]
 
 
@@ -332,9 +385,51 @@ class TextModel(StrictModel):
         return self
 
 
-DataConfig = Annotated[SineData | OmniglotData | TinyImageNetData | MiniImageNetData | TextData,
+DataConfig = Annotated[SineData | OmniglotData | TinyImageNetData | MiniImageNetData | ImageFolderData | TextData,
                        Field(discriminator="kind")]
 ModelConfig = Annotated[MLPModel | Conv4Model | ResNet12Model | TextModel, Field(discriminator="kind")]
+BUILT_IN_DATA_KINDS = tuple(get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(DataConfig)[0]))
+_BUILT_IN_DATA = TypeAdapter(DataConfig)
+
+
+class DataPlugin(StrictModel):
+    """The configuration of a data kind that a plugin package adds: subclass it with ``kind`` and
+    the kind's own fields, and register it with ``register_data_kind`` (docs/data.md, "Data plugins")."""
+
+    kind: str
+
+
+@dataclass(frozen=True)
+class DataKind:
+    """A plugin's data kind: its configuration model, its task source (``module:Class``, built as
+    ``Class(suite, device)``), and optionally a reader module with ``required_files(config)`` and
+    ``class_sizes(config)`` for the checks before any work."""
+
+    config: type[DataPlugin]
+    source: str
+    reader: str | None = None
+
+
+DATA_KINDS: Registry[DataKind] = Registry("data kind", entry_point_group="bench.data")
+"""Data kinds from plugins: packages in the ``bench.data`` entry-point group (or modules in
+``BENCH_PLUGINS``), loaded the first time a suite names a kind bench does not know."""
+
+
+def register_data_kind(kind: str, source: str, reader: str | None = None) -> Callable[[type[DataPlugin]], type[DataPlugin]]:
+    """Class decorator: ``@register_data_kind("my-kind", source="my_package.tasks:MyTasks")``."""
+
+    def decorator(config: type[DataPlugin]) -> type[DataPlugin]:
+        if kind in BUILT_IN_DATA_KINDS:
+            raise ValueError(f"data kind {kind!r} is built into bench; give the plugin's kind another name")
+        DATA_KINDS.register(kind)(DataKind(config, source, reader))
+        return config
+
+    return decorator
+
+
+def plugin_data_kind(kind: str) -> DataKind | None:
+    """The plugin that provides data kind ``kind`` (None for the built-in kinds)."""
+    return None if kind in BUILT_IN_DATA_KINDS else DATA_KINDS.get(kind)
 
 
 class Suite(StrictModel):
@@ -345,7 +440,7 @@ class Suite(StrictModel):
     description: str
     task_type: Literal["regression", "classification"]
     protocol: str = Field(description="name of the published protocol this suite follows")
-    data: DataConfig
+    data: DataConfig | SerializeAsAny[DataPlugin]
     model: ModelConfig
     metric: Literal["mse", "accuracy"]
     ways: int | None = Field(default=None, ge=2, le=MAX_PER_CLASS, description="classes per test task (classification)")
@@ -368,6 +463,10 @@ class Suite(StrictModel):
     warmup_iterations: int = Field(default=5, ge=0, le=MAX_ITERATIONS)
     episode_seed: Seed = Field(default=0, description="seed of the validation and test episodes")
     seeds: tuple[Seed, ...] = Field(min_length=1, description="training seeds")
+    grouped_episodes: bool = Field(default=False, description="draw each episode's classes from one group: the part of "
+                                   "the class name before its first '/' (Omniglot: one alphabet)")
+    test_episodes: str | None = Field(default=None, description="an episode file (bench episodes export) to evaluate "
+                                      "on instead of drawing test episodes; relative to the suite file")
     ci_method: Literal["normal"] = "normal"
     algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict)
     exclude_algorithms: tuple[str, ...] = ()
@@ -377,7 +476,23 @@ class Suite(StrictModel):
     tier: str | None = None
     source_file: str | None = None
     file_sha256: str | None = None
+    test_episodes_sha256: str | None = None
     overrides: tuple[str, ...] = ()
+
+    @field_validator("data", mode="wrap")
+    @classmethod
+    def _data_of_its_kind(cls, value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        if not isinstance(value, dict):
+            return handler(value)
+        kind = value.get("kind")
+        if not isinstance(kind, str) or kind in BUILT_IN_DATA_KINDS:
+            return _BUILT_IN_DATA.validate_python(value)  # its errors as for the built-in union alone
+        try:
+            plugin = DATA_KINDS.get(kind)
+        except BenchError as exc:
+            raise ValueError(f"{exc} (data kinds built in: {', '.join(BUILT_IN_DATA_KINDS)}; others come from "
+                             "plugins)") from None
+        return plugin.config.model_validate(value)
 
     @field_validator("algorithms")
     @classmethod
@@ -423,9 +538,18 @@ class Suite(StrictModel):
             raise ValueError("ways, train_ways, train_shots and train_queries apply to classification suites only")
         if (self.data.kind == "text") != (self.model.kind == "text"):
             raise ValueError("a text dataset needs model kind 'text' (a sentence encoder), and model 'text' a text dataset")
+        if self.grouped_episodes and self.task_type != "classification":
+            raise ValueError("grouped_episodes applies to classification suites")
+        if self.test_episodes is not None and self.task_type != "classification":
+            raise ValueError("test_episodes applies to classification suites (regression tasks are generated, not drawn "
+                             "from a dataset)")
         if (self.model.kind in ("conv4", "resnet12")) != (self.batch_norm != "none"):
             raise ValueError("batch_norm must be 'transductive' or 'inductive' for a network with batch norm, else 'none'")
         return self
+
+    def test_episodes_path(self) -> Path | None:
+        """The episode file to evaluate on (None: draw the test episodes)."""
+        return None if self.test_episodes is None else SUITES_DIR.parent / self.test_episodes
 
     @property
     def lower_is_better(self) -> bool:
@@ -455,7 +579,10 @@ class Suite(StrictModel):
             "train_shots": self.episode_shape["train"]["shots"],
             "train_queries": self.episode_shape["train"]["queries"],
             "batch_norm": self.batch_norm,
-        } if self.task_type == "classification" else {})
+        } if self.task_type == "classification" else {}) | (
+            # Only when set, so that every other protocol keeps the hash it had.
+            {"test_episodes_sha256": self.test_episodes_sha256} if self.test_episodes_sha256 else {}) | (
+            {"grouped_episodes": True} if self.grouped_episodes else {})
 
     @property
     def episode_shape(self) -> dict[str, EpisodeShape]:
@@ -609,6 +736,16 @@ def _set_path(raw: dict[str, Any], keys: list[str], value: Any, path: Path) -> d
     return {**raw, head: _set_path(inner, rest, value, path)}
 
 
+def _episode_file_sha256(path: Path) -> str:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        raise BenchError(f"test_episodes file {path} not found; write one with `python -m bench episodes export SUITE "
+                         "--out FILE`") from None
+    except OSError as exc:
+        raise BenchError(f"test_episodes file {path}: cannot read it ({exc.strerror or exc})") from None
+
+
 def load_suite(
     name_or_path: str,
     tier: str | None = None,
@@ -637,8 +774,14 @@ def load_suite(
         tier_fields = tiers_raw[chosen]
         if isinstance(tier_fields, dict):
             raw = {**raw, **{k: v for k, v in tier_fields.items() if v is not None}}
+    if isinstance(raw.get("test_episodes"), str):  # relative to the suite file; a --set value to the working directory
+        raw["test_episodes"] = str(path.parent / raw["test_episodes"])
     for key, value in (overrides or {}).items():
         raw = _set_path(raw, key.split("."), value, path)
+    if isinstance(raw.get("test_episodes"), str):
+        episodes = Path(raw["test_episodes"])
+        raw["test_episodes"] = relative_path(episodes.resolve(), SUITES_DIR.parent)  # as source_file: project-relative
+        raw["test_episodes_sha256"] = _episode_file_sha256(episodes)
     raw.update(
         tier=chosen,
         source_file=relative_path(path, SUITES_DIR.parent),  # records name project suites independently of the checkout
@@ -661,5 +804,6 @@ SUITE_OVERRIDABLE = tuple(
     name
     for name in Suite.model_fields
     if name not in {"name", "version", "description", "tiers", "default_tier", "published", "tier",
-                    "source_file", "file_sha256", "overrides", "algorithms", "exclude_algorithms"}
+                    "source_file", "file_sha256", "test_episodes_sha256", "overrides", "algorithms",
+                    "exclude_algorithms"}
 )

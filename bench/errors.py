@@ -11,6 +11,11 @@ class BenchError(Exception):
     """Bad input (a name, a file, a value) found before any work started."""
 
 
+class DataNotFound(BenchError):
+    """The data files a suite reads are not there (``validate`` then reports the suite as unchecked,
+    where a file that is there but damaged is an error)."""
+
+
 class RecordNotWritten(Exception):
     """A finished run's record could not be written where it belongs (a full disk, say); the
     message says where the result was kept instead."""

@@ -1,10 +1,12 @@
-"""``run``: algorithms on a suite under fixed seeds, then the suite's leaderboard."""
+"""``run``: algorithms on a suite under fixed seeds, then the suite's leaderboard; ``episodes``: the
+episodes a suite evaluates on, as an episode file."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import sys
+from pathlib import Path
 
 from bench import api
 from bench.cli import common
@@ -81,6 +83,30 @@ def handle(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+
+
+def add_episodes_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["export"], help="export: write the episodes a suite draws to an episode file")
+    parser.add_argument("suite", help="suite name (see `list`) or path to a suite file")
+    parser.add_argument("--split", choices=["test", "val"], default="test", help="whose episodes (default: test)")
+    parser.add_argument("--count", type=common.positive_int, metavar="N",
+                        help="the first N episodes (default: the suite's test_tasks at --tier)")
+    common.add_tier(parser)
+    common.add_overrides(parser, help="suite.FIELD=VALUE: change the suite before drawing (repeatable)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE", help="the episode file to write (JSON)")
+    parser.add_argument("--force", action="store_true", help="replace --out if it exists")
+
+
+def handle_episodes(args: argparse.Namespace) -> int:
+    path = api.export_episodes(args.suite, args.out, args.split, args.count, args.tier, args.overrides, args.force)
+    print(path)
+    return 0
+
+
 COMMANDS = (common.Command("run", "run algorithms on a suite and print its leaderboard",
                            "python -m bench run sine --tier smoke --algorithms maml,protonet --seeds 0,1",
-                           add_arguments, handle),)
+                           add_arguments, handle),
+            common.Command("episodes", "export the episodes a suite evaluates on to an episode file "
+                           "(evaluate on it with the suite field test_episodes: FILE)",
+                           "python -m bench episodes export omniglot-5w1s --split test --count 600 --out omniglot-test.json",
+                           add_episodes_arguments, handle_episodes))

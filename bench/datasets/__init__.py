@@ -12,20 +12,33 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
-from bench.config import MiniImageNetData, Normalization, OmniglotData, Suite, TinyImageNetData
+from bench.config import (
+    ImageFolderData,
+    MiniImageNetData,
+    Normalization,
+    OmniglotData,
+    Suite,
+    TinyImageNetData,
+    plugin_data_kind,
+)
 from bench.datasets.base import ClassImages, cache_dir, data_dir
 
 DATA_MODULES = {
     "omniglot": "bench.datasets.omniglot",
     "tiny-imagenet": "bench.datasets.tiny_imagenet",
     "mini-imagenet": "bench.datasets.mini_imagenet",
+    "image-folder": "bench.datasets.image_folder",
     "text": "bench.datasets.text",
 }
 
 
 def dataset_module(kind: str) -> ModuleType | None:
-    """The reader module of a data kind (None for generated data such as sine)."""
-    return importlib.import_module(DATA_MODULES[kind]) if kind in DATA_MODULES else None
+    """The reader module of a data kind (None for generated data such as sine, and for a plugin's
+    kind without a reader)."""
+    if kind in DATA_MODULES:
+        return importlib.import_module(DATA_MODULES[kind])
+    plugin = plugin_data_kind(kind)
+    return importlib.import_module(plugin.reader) if plugin is not None and plugin.reader else None
 
 
 def check_available(suite: Suite) -> None:
@@ -40,7 +53,8 @@ def load_classification_data(suite: Suite) -> tuple[ClassImages, dict[str, list[
     if module is None or not hasattr(module, "load_split_images"):
         raise AssertionError(f"no image dataset reader for data kind {suite.data.kind!r}")
     data, splits = module.load_split_images(suite.data)
-    assert isinstance(suite.data, OmniglotData | TinyImageNetData | MiniImageNetData), "image data (its reader ran)"
+    assert isinstance(suite.data, OmniglotData | TinyImageNetData | MiniImageNetData | ImageFolderData), \
+        "image data (its reader ran)"
     return data, splits, suite.data.normalization
 
 

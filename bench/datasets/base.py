@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from bench.config import SplitName
-from bench.errors import BenchError
+from bench.errors import DataNotFound
 from bench.records import write_atomic
 
 log = logging.getLogger(__name__)
@@ -40,12 +40,21 @@ class ClassImages:
     images: torch.Tensor  # (n_classes, n_per_class, C, H, W) uint8
     class_names: tuple[str, ...]
     key: str = ""  # the cache key: a hash of everything the pixels depend on
+    # Images of each class when classes differ in size (the rest of a row is padding); None: all n_per_class.
+    counts: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.images.dtype != torch.uint8 or self.images.dim() != 5:
             raise ValueError("images must be uint8 (n_classes, n_per_class, C, H, W)")
         if len(self.class_names) != self.images.shape[0]:
             raise ValueError("one class name per class")
+        if self.counts is not None and (len(self.counts) != len(self.class_names)
+                                        or not all(1 <= n <= self.images.shape[1] for n in self.counts)):
+            raise ValueError("one count per class, each from 1 to n_per_class")
+
+    def sizes(self) -> tuple[int, ...]:
+        """Images of each class."""
+        return self.counts if self.counts is not None else (self.images.shape[1],) * len(self.class_names)
 
     def index(self) -> dict[str, int]:
         return {name: i for i, name in enumerate(self.class_names)}
@@ -76,7 +85,7 @@ def file_sha256(path: Path) -> str:
 def require_files(paths: list[Path], dataset: str, how_to_get: str) -> None:
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise BenchError(f"{dataset} data not found: {', '.join(missing)}; {how_to_get}")
+        raise DataNotFound(f"{dataset} data not found: {', '.join(missing)}; {how_to_get}")
 
 
 def cache_key(**inputs: Any) -> str:
@@ -125,8 +134,10 @@ def cached(name: str, key: str, build: Callable[[], ClassImages]) -> ClassImages
     """The images cached as ``<cache_dir>/<name>-<key>.pt``, decoded by ``build()`` when missing or damaged."""
     return cached_file(
         name, key, lambda: dataclasses.replace(build(), key=key),
-        encode=lambda data: {"images": data.images, "class_names": list(data.class_names)},
-        decode=lambda stored: ClassImages(stored["images"], tuple(stored["class_names"]), key),
+        encode=lambda data: {"images": data.images, "class_names": list(data.class_names),
+                             **({"counts": list(data.counts)} if data.counts is not None else {})},
+        decode=lambda stored: ClassImages(stored["images"], tuple(stored["class_names"]), key,
+                                          tuple(stored["counts"]) if "counts" in stored else None),
     )
 
 

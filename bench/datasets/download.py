@@ -24,6 +24,7 @@ from bench.errors import BenchError, did_you_mean
 log = logging.getLogger(__name__)
 
 NOT_DOWNLOADABLE = {
+    "image-folder": "an image folder is your own data: nothing to download (docs/data.md, \"Bring your own images\")",
     "mini-imagenet": "mini-ImageNet has no official download; see the message of `python -m bench run mini-imagenet-5w1s`",
 }
 

@@ -33,7 +33,7 @@ from PIL import Image
 
 from bench.config import MiniImageNetData
 from bench.datasets.base import SPLITS, ClassImages, cache_dir, cache_key, cached, data_dir, file_sha256
-from bench.errors import BenchError
+from bench.errors import BenchError, DataNotFound
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def required_files(config: MiniImageNetData) -> list[Path]:
             if first is not None and not (data_dir() / config.image_dir / first).is_file():
                 missing.append(str(data_dir() / config.image_dir / first))
     if missing:
-        raise BenchError(f"mini-ImageNet data not found ({config.format} format): {', '.join(missing)}; "
+        raise DataNotFound(f"mini-ImageNet data not found ({config.format} format): {', '.join(missing)}; "
                          f"{_how_to_get(config)}")
     return needed
 
@@ -237,7 +237,7 @@ def _content_digest(files: list[Path], config: MiniImageNetData) -> str:
     try:
         stats = [(str(p), s.st_size, s.st_mtime_ns) for p in files for s in [p.stat()]]
     except FileNotFoundError as exc:
-        raise BenchError(f"mini-ImageNet file {exc.filename} not found; {_how_to_get(config)}") from None
+        raise DataNotFound(f"mini-ImageNet file {exc.filename} not found; {_how_to_get(config)}") from None
     memo = cache_dir() / f"mini-imagenet-digest-{hashlib.sha256(repr(stats).encode()).hexdigest()[:20]}.txt"
     if memo.is_file():
         return memo.read_text().strip()
@@ -269,6 +269,11 @@ def load_classes(config: MiniImageNetData) -> ClassImages:
         return data
 
     return cached("mini-imagenet", key, build)
+
+
+# class_sizes names the classes by position: their WordNet ids are only known once the pickles or
+# CSVs are read, so an episode file's class names are checked when the episodes are built.
+CLASS_NAMES_BEFORE_LOADING = False
 
 
 def class_sizes(config: MiniImageNetData) -> dict[str, dict[str, int]]:

@@ -30,6 +30,14 @@ def shape_problem(suite: Suite, split: str, sizes: dict[str, int]) -> str | None
     if len(sizes) < shape["ways"]:
         return (f"{cannot}: split {split!r} has {len(sizes)} classes, fewer than {shape['ways']} ways; lower them with "
                 "--set suite.ways=N (suite.train_ways=N for training episodes), or give the split more classes")
+    if suite.grouped_episodes:
+        groups: dict[str, int] = {}
+        for name in sizes:
+            groups[name.split("/")[0]] = groups.get(name.split("/")[0], 0) + 1
+        if not any(n >= shape["ways"] for n in groups.values()):
+            return (f"{cannot}: grouped_episodes draws an episode's classes from one group (the class name's first "
+                    f"part), and no group of split {split!r} has {shape['ways']} classes (the largest has "
+                    f"{max(groups.values(), default=0)}); lower the ways or set suite.grouped_episodes=false")
     needed = shape["shots"] + shape["queries"]
     small = [name for name, size in sizes.items() if size < needed]
     if small:
@@ -46,6 +54,8 @@ def check_episode_shapes(suite: Suite, sizes: dict[str, dict[str, int]] | None =
     if suite.task_type != "classification":
         return
     sizes = sizes if sizes is not None else class_sizes(suite)
+    if sizes is None:
+        return  # a plugin's data kind without a reader: its task source checks what it draws
     for split in SPLITS:
         problem = shape_problem(suite, split, (sizes or {}).get(split, {}))
         if problem:

@@ -18,7 +18,7 @@ from pathlib import Path
 from bench.config import TextData
 from bench.datasets.base import SPLITS, data_dir, file_sha256
 from bench.datasets.verify import verify_official
-from bench.errors import BenchError
+from bench.errors import BenchError, DataNotFound
 
 # Official sources. Bao et al.'s processed HuffPost and Reuters files come in one zip (the member is
 # given after '#'); the checksums are of the files themselves, as distributed (sha256 of copies
@@ -76,11 +76,11 @@ def required_files(config: TextData) -> list[Path]:
         how = _how_to_get(relative)
         if not path.is_file():
             if how is None:  # the user's own file
-                raise BenchError(f"text data not found: {path} (data.files lists {relative!r}; a relative path is "
-                                 f"read from BENCH_DATA_DIR, here {data_dir()}); put the file there, give an absolute "
-                                 "path, or set BENCH_DATA_DIR")
-            raise BenchError(f"text data not found: {path}; {how} into {path}, "
-                             "or set BENCH_DATA_DIR to a directory that has it")
+                raise DataNotFound(f"text data not found: {path} (data.files lists {relative!r}; a relative path is "
+                                   f"read from BENCH_DATA_DIR, here {data_dir()}); put the file there, give an absolute "
+                                   "path, or set BENCH_DATA_DIR")
+            raise DataNotFound(f"text data not found: {path}; {how} into {path}, "
+                               "or set BENCH_DATA_DIR to a directory that has it")
         if relative in DOWNLOADS:
             verify_official(path, DOWNLOADS[relative][1], "fetch it again with `python -m bench download text --force`")
         paths.append(path)

@@ -28,7 +28,7 @@ from PIL import Image
 from bench.config import TinyImageNetData
 from bench.datasets.base import SPLITS, ZIP_ERRORS, ClassImages, cache_key, cached, data_dir
 from bench.datasets.verify import verify_official
-from bench.errors import BenchError
+from bench.errors import BenchError, DataNotFound
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def required_files(config: TinyImageNetData) -> Path:
                                 "tiny-imagenet --force`")
             return path
     [(relative, (url, checksum))] = DOWNLOADS.items()
-    raise BenchError(
+    raise DataNotFound(
         f"Tiny-ImageNet data not found: none of {', '.join(map(str, candidates))} exists; download it with "
         f"`python -m bench download tiny-imagenet` (or fetch {url}, {checksum}, into {data_dir() / relative} "
         "without unpacking it), or set BENCH_DATA_DIR to a directory that has it"

@@ -278,6 +278,11 @@ def _notes(description: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _episode_origin(protocol: dict[str, Any]) -> str:
+    sha256 = protocol.get("test_episodes_sha256")
+    return f" from an episode file (SHA-256 {sha256[:12]})" if sha256 else ""
+
+
 def title(description: dict[str, Any]) -> str:
     protocol = description["protocol"]
     better = "lower is better" if description["lower_is_better"] else "higher is better"
@@ -292,7 +297,8 @@ def title(description: dict[str, Any]) -> str:
               if changes else "")
     return (f"{description['suite']} v{description['suite_version']}, {description['tier']} tier, "
             f"protocol {description['protocol_hash']}: {description['metric']} ({better}), {episodes}, "
-            f"{protocol['test_tasks']} test episodes, {protocol['test_inner_steps']} test inner steps, "
+            f"{protocol['test_tasks']} test episodes{_episode_origin(protocol)}, "
+            f"{protocol['test_inner_steps']} test inner steps, "
             f"{_data_summary(protocol.get('data', {}), protocol.get('model', {}))}{budget}")
 
 

@@ -28,7 +28,7 @@ from bench.algorithms.base import parse_hparams
 from bench.algorithms.gradient import EVAL_CHUNK
 from bench.config import MAX_SEED, SUITE_OVERRIDABLE, Suite, load_suite, non_finite_number, read_yaml_text
 from bench.datasets import check_available
-from bench.datasets.shapes import check_episode_shapes
+from bench.datasets.shapes import check_episode_shapes, class_sizes
 from bench.errors import BenchError, did_you_mean
 from bench.run.checkpoints import CHECKPOINTS, load_checkpoint, save_checkpoint
 from bench.run.environment import environment, git_state, resolve_device
@@ -45,6 +45,7 @@ from bench.run.tracking import Trackers, TrackingTarget
 from bench.seeding import generator
 from bench.stats import mean_ci95
 from bench.tasks import TaskBatch, episode_hash, make_task_source
+from bench.tasks.episode_files import check_test_episodes
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +220,9 @@ def check_suite_data(suite: Suite) -> None:
     """The data files are there and the splits can supply the suite's episodes (cheap: no pixel is decoded)."""
     if suite.task_type == "classification":
         check_available(suite)
-        check_episode_shapes(suite)
+        sizes = class_sizes(suite)
+        check_episode_shapes(suite, sizes)
+        check_test_episodes(suite, sizes)
 
 
 class Episodes:

@@ -71,7 +71,8 @@ class TaskBatch:
 
 
 def draw_episodes(
-    suite_name: str, split: str, seed: int, indices: range, class_sizes: torch.Tensor, width: int, ways: int, k: int
+    suite_name: str, split: str, seed: int, indices: range, class_sizes: torch.Tensor, width: int, ways: int, k: int,
+    groups: list[torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Each episode's classes (B, ways) and examples (B, ways, k), drawn on the CPU from a generator
     seeded by (suite, split, seed, index) only.
@@ -80,6 +81,8 @@ def draw_episodes(
     all of them the length of the random order drawn per class (the dataset's largest class): an
     episode takes ``ways`` classes by a random permutation, and of each the first ``k`` of a random
     order of its own examples (positions past a class's size sort last, so they are never taken).
+    ``groups`` (grouped sampling): the split's classes by group, each a tensor of class positions;
+    an episode then first draws one group, uniformly, and its ``ways`` classes from that group.
     """
     beyond = torch.arange(width).unsqueeze(0) >= class_sizes.unsqueeze(1)  # (n_classes, width)
     ragged = bool(beyond.any())
@@ -88,12 +91,25 @@ def draw_episodes(
     gen = torch.Generator()
     for row, index in enumerate(indices):
         gen.manual_seed(derive_seed(suite_name, split, seed, index))
-        chosen = torch.randperm(len(class_sizes), generator=gen)[:ways]
+        if groups is None:
+            chosen = torch.randperm(len(class_sizes), generator=gen)[:ways]
+        else:
+            group = groups[int(torch.randint(len(groups), (1,), generator=gen))]
+            chosen = group[torch.randperm(len(group), generator=gen)[:ways]]
         keys = torch.rand(ways, width, generator=gen)
         if ragged:
             keys[beyond[chosen]] = 2.0
         classes[row], examples[row] = chosen, keys.argsort(dim=1)[:, :k]
     return classes, examples
+
+
+def class_groups(class_names: list[str], ways: int) -> list[torch.Tensor]:
+    """Positions of ``class_names`` grouped by the name's first part (Omniglot: the alphabet), for
+    grouped sampling; groups with fewer than ``ways`` classes cannot make an episode and are left out."""
+    by_group: dict[str, list[int]] = {}
+    for position, name in enumerate(class_names):
+        by_group.setdefault(name.split("/")[0], []).append(position)
+    return [torch.tensor(members) for _, members in sorted(by_group.items()) if len(members) >= ways]
 
 
 def classification_batch(x: torch.Tensor, classes: torch.Tensor, shots: int, identity: bytes) -> TaskBatch:

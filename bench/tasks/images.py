@@ -8,12 +8,11 @@ import torch
 
 from bench.config import Suite
 from bench.datasets import load_classification_data
-from bench.datasets.shapes import shape_problem
-from bench.errors import BenchError
-from bench.tasks.base import TaskBatch, classification_batch, draw_episodes
+from bench.tasks.base import TaskBatch, classification_batch
+from bench.tasks.classes import ClassEpisodes
 
 
-class ImageTasks:
+class ImageTasks(ClassEpisodes):
     """Episode i of (split, seed): ``ways`` classes of the split, ``shots + queries`` examples each.
 
     Only the indices are drawn per episode (on the CPU, from a generator seeded by (suite, split,
@@ -28,8 +27,6 @@ class ImageTasks:
     EVAL_PIXELS = 50 * 28 * 28
 
     def __init__(self, suite: Suite, device: torch.device) -> None:
-        self.suite_name = suite.name
-        self.shapes = suite.episode_shape
         data, splits, normalization = load_classification_data(suite)
         self.images = data.images.to(device)
         self.dataset_key = data.key
@@ -43,24 +40,18 @@ class ImageTasks:
         else:
             self.mean = torch.tensor(normalization.mean, device=device).view(1, 1, -1, 1, 1)
             self.std = torch.tensor(normalization.std, device=device).view(1, 1, -1, 1, 1)
-        for split in ("train", "val", "test"):  # checked before, from the listing; again on what was read
-            sizes = {data.class_names[i]: self.n_per_class for i in splits.get(split, [])}
-            if (problem := shape_problem(suite, split, sizes)) is not None:
-                raise BenchError(problem)
+        sizes = data.sizes()
+        super().__init__(suite, {s: {data.class_names[i]: sizes[i] for i in ids} for s, ids in splits.items()})
 
     @property
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.images.shape[2:])
 
-    def _indices(self, split: str, seed: int, indices: range, ways: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        sizes = torch.full((len(self.split_classes[split]),), self.n_per_class)
-        return draw_episodes(self.suite_name, split, seed, indices, sizes, self.n_per_class, ways, k)
-
     def batch(self, split: str, seed: int, indices: range) -> TaskBatch:
         shape = self.shapes["train" if split == "train" else "eval"]
         ways, shots, queries = shape["ways"], shape["shots"], shape["queries"]
         assert ways is not None, "a classification suite has ways (validated)"
-        classes, examples = self._indices(split, seed, indices, ways, shots + queries)
+        classes, examples = self.episode_examples(split, seed, indices)
         identity = hashlib.sha256(self.dataset_key.encode() + classes.numpy().tobytes() + examples.numpy().tobytes())
         classes, examples = classes.to(self.device), examples.to(self.device)
         dataset_classes = self.split_classes[split][classes]

@@ -9,11 +9,10 @@ import torch
 
 from bench.config import Suite, TextData, TextModel
 from bench.datasets.base import cache_key, cached_tensor
-from bench.datasets.shapes import shape_problem
 from bench.datasets.text import TextExamples, load_examples, split_members
 from bench.datasets.text_features import TOKEN, build_vocabulary, sentence_embeddings, word_ids
-from bench.errors import BenchError
-from bench.tasks.base import TaskBatch, classification_batch, draw_episodes
+from bench.tasks.base import TaskBatch, classification_batch
+from bench.tasks.classes import ClassEpisodes
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ ENCODER_INPUTS = {"minilm": _sentence_embedding_inputs, "wordcnn": _word_id_inpu
 """What each encoder reads of the texts, and the cache key that names it (part of every episode's hash)."""
 
 
-class TextTasks:
+class TextTasks(ClassEpisodes):
     """Episode i of (split, seed): ``ways`` classes of the split, ``shots + queries`` examples of each.
 
     Classes have different numbers of examples, so each class's example indices are a row of a
@@ -57,8 +56,6 @@ class TextTasks:
     def __init__(self, suite: Suite, device: torch.device) -> None:
         data, model = suite.data, suite.model
         assert isinstance(data, TextData) and isinstance(model, TextModel)
-        self.suite_name = suite.name
-        self.shapes = suite.episode_shape
         examples = load_examples(data)
         splits = split_members(data, examples)
         class_names = sorted({c for classes in splits.values() for c in classes})
@@ -66,9 +63,7 @@ class TextTasks:
         for index, label in enumerate(examples.labels):
             if label in by_class:
                 by_class[label].append(index)
-        for split, classes in splits.items():  # checked before any work; again on what was read
-            if (problem := shape_problem(suite, split, {c: len(by_class[c]) for c in classes})) is not None:
-                raise BenchError(problem)
+        super().__init__(suite, {split: {c: len(by_class[c]) for c in classes} for split, classes in splits.items()})
         counts = torch.tensor([len(by_class[c]) for c in class_names])
         members = torch.full((len(class_names), int(counts.max())), -1, dtype=torch.long)
         for row, name in enumerate(class_names):
@@ -77,8 +72,6 @@ class TextTasks:
         self.split_classes = {s: torch.tensor([position[c] for c in cs], device=device) for s, cs in splits.items()}
         self.n_train_classes = len(splits["train"])
         self.members = members.to(device)
-        # Class sizes per split on the CPU, where the episode indices are drawn (no device sync per batch).
-        self.split_sizes = {s: counts[[position[c] for c in cs]] for s, cs in splits.items()}
         train_rows = members[[position[c] for c in splits["train"]]].flatten()
         train_texts = [examples.texts[i] for i in train_rows[train_rows >= 0].tolist()]
         inputs, input_key = ENCODER_INPUTS[model.encoder](model, examples, splits["train"], train_texts)
@@ -91,14 +84,9 @@ class TextTasks:
     def in_shape(self) -> tuple[int, ...]:
         return tuple(self.inputs.shape[1:])
 
-    def _indices(self, split: str, seed: int, indices: range, ways: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return draw_episodes(self.suite_name, split, seed, indices, self.split_sizes[split], self.members.shape[1], ways, k)
-
     def batch(self, split: str, seed: int, indices: range) -> TaskBatch:
-        shape = self.shapes["train" if split == "train" else "eval"]
-        ways, shots, queries = shape["ways"], shape["shots"], shape["queries"]
-        assert ways is not None, "a classification suite has ways (validated)"
-        classes, positions = self._indices(split, seed, indices, ways, shots + queries)
+        shots = self.shapes["train" if split == "train" else "eval"]["shots"]
+        classes, positions = self.episode_examples(split, seed, indices)
         identity = hashlib.sha256(self.input_key.encode() + classes.numpy().tobytes() + positions.numpy().tobytes())
         classes, positions = classes.to(self.device), positions.to(self.device)
         rows = self.members[self.split_classes[split][classes].unsqueeze(-1), positions]  # (B, ways, k) example ids
