@@ -72,11 +72,6 @@ class EpisodeFile:
         return len(self.content.episodes)
 
 
-def file_sha256_of(path: Path, what: str = "test_episodes file") -> str:
-    """SHA-256 of the file's bytes (a missing or unreadable file is a ``BenchError``)."""
-    return hashlib.sha256(_read_bytes(path, what)).hexdigest()
-
-
 def _read_bytes(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
