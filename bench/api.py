@@ -128,15 +128,17 @@ def run(
     resume: bool = False,
     execution: ExecutionOptions | None = None,
     log_to: list[str] | tuple[str, ...] = (),
+    save_models: bool = False,
 ) -> list[dict[str, Any]]:
     """Run ``algorithms`` (all that apply when None) on ``suite``; returns the run records.
 
     ``executor``: ``bench.run.executors.LocalExecutor()`` (the default) or ``RayExecutor(address, ...)``;
     ``resume`` skips runs finished in ``results_dir`` and continues interrupted ones;
     ``execution``: how the runs execute (task chunk, autocast, threads, ...), not what they compute;
-    ``log_to``: trackers that also get each run's curve and results (``"tensorboard[:DIR]"``, ``"mlflow[:URI]"``)."""
+    ``log_to``: trackers that also get each run's curve and results (``"tensorboard[:DIR]"``, ``"mlflow[:URI]"``);
+    ``save_models``: keep each run's selected weights under ``results_dir/models/`` (the record names the file)."""
     planned = plan(suite, algorithms, seeds, tier, results_dir, device, overrides, execution, executor=executor,
-                   log_to=log_to)
+                   log_to=log_to, save_models=save_models)
     return executors.execute(planned, progress=progress, executor=executor, resume=resume)
 
 

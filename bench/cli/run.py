@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also stream each run's curve, validation metric, throughput and final metric to "
                              "tensorboard[:DIR] (default runs/) or mlflow[:URI] (default sqlite:///mlruns.db); "
                              "repeatable; extras `tensorboard`, `mlflow`; records stay the source of truth")
+    parser.add_argument("--save-model", action="store_true",
+                        help="keep each run's selected weights in RESULTS_DIR/models/<sha256>.pt, named with their "
+                             "SHA-256 in the record (saved_model); off by default")
     parser.add_argument("--dry-run", action="store_true",
                         help="check everything and print the planned runs; run nothing, write nothing")
     common.add_executor_arguments(parser)
@@ -62,7 +65,7 @@ def handle(args: argparse.Namespace) -> int:
                                  checkpoint_every=args.checkpoint_every)
     executor = common.executor_from(args)
     plan = api.plan(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides,
-                    execution, executor=executor, dry_run=args.dry_run, log_to=args.log_to)
+                    execution, executor=executor, dry_run=args.dry_run, log_to=args.log_to, save_models=args.save_model)
     log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
     if args.dry_run:

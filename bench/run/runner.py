@@ -40,6 +40,7 @@ from bench.run.execution import (
     choose_task_chunk,
     recorded_eval_chunk,
 )
+from bench.run.saved_models import MODELS, save_model
 from bench.run.timing import PeakMemory, SegmentTimer
 from bench.run.tracking import Trackers, TrackingTarget
 from bench.seeding import generator
@@ -108,6 +109,7 @@ class RunPlan:
     execution: ExecutionOptions = ExecutionOptions()
     checked_for: str | None = None  # the executor whose check this plan passed while planning
     tracking: tuple[TrackingTarget, ...] = ()  # where each run's curve and results also go (--log)
+    save_models: bool = False  # keep each run's selected weights under RESULTS/models/ (--save-model)
 
 
 def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[type[Algorithm]], dict[str, str]]:
@@ -159,6 +161,7 @@ def plan_run(
     dry_run: bool = False,
     executor: Any = None,
     log_to: list[str] | tuple[str, ...] = (),
+    save_models: bool = False,
 ) -> RunPlan:
     """Resolve and validate a run; raises ``BenchError`` for any bad input, having done nothing.
 
@@ -185,7 +188,8 @@ def plan_run(
         for seed in seeds if seeds else suite.seeds:
             runs.append(PlannedRun(algorithm, hparams, seed))
     results_path = Path(results_dir)
-    output_dirs = (f"{suite.name}/{suite.tier}", f"{records.LOCKS}/{suite.name}", f"{CHECKPOINTS}/{suite.name}/{suite.tier}")
+    output_dirs = (f"{suite.name}/{suite.tier}", f"{records.LOCKS}/{suite.name}", f"{CHECKPOINTS}/{suite.name}/{suite.tier}",
+                   *((MODELS,) if save_models else ()))
     records.check_writable(results_path, subdirs=output_dirs, create=False)
     if results_path.exists():
         records.load_records(results_path, suite.name)  # an unreadable stored record stops us here
@@ -194,7 +198,8 @@ def plan_run(
     execution.check(chosen, {run.algorithm.name: run.hparams for run in runs}, resolved)
     episodes = None if dry_run else Episodes(suite, resolved)
     tracking = tuple(TrackingTarget.parse(text) for text in log_to)  # an unknown or missing tracker: before any work
-    plan = RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes, execution, tracking=tracking)
+    plan = RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes, execution, tracking=tracking,
+                   save_models=save_models)
     if executor is not None:
         executor.check(plan)  # e.g. Ray: resources no node has
         plan = replace(plan, checked_for=executor.name)
@@ -694,6 +699,8 @@ class TrainingLoop:
             memory={"peak_mb": self.peak_mb(), "kind": self.memory.kind},
             ended_at=records.utc_now(),
         )
+        if self.plan.save_models:
+            self.record["saved_model"] = save_model(self.best_state, self.plan.results_dir, self.algorithm.problem)
 
 
 def _first_bad(running_loss: torch.Tensor) -> float:
