@@ -28,7 +28,7 @@ from bench.algorithms import ALGORITHMS
 from bench.config import TEXT_ENCODERS, SplitName, available_suites, load_suite
 from bench.datasets import check_available
 from bench.datasets.download import download as download_dataset
-from bench.datasets.shapes import check_episode_shapes, class_sizes
+from bench.datasets.shapes import class_sizes
 from bench.errors import BenchError, DataNotFound
 from bench.measure import cost as costs
 from bench.measure import perf as perf_core
@@ -46,7 +46,6 @@ from bench.run.execution import ExecutionOptions
 from bench.run.executors import import_ray
 from bench.run.runner import Overrides, RunPlan, check_suite_algorithms, check_suite_data, plan_run
 from bench.tasks import episode_files
-from bench.tasks.episode_files import check_test_episodes
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +102,7 @@ def validate_suites(names: list[str] | None = None, without_data: list[str] | No
                     data = json.dumps(suite.data.model_dump(mode="json"), sort_keys=True)
                     if data not in counted:
                         counted[data] = class_sizes(suite)
-                    check_episode_shapes(suite, counted[data])
-                    check_test_episodes(suite, counted[data])
+                    check_suite_data(suite, counted[data])
         except BenchError as exc:
             errors.append(str(exc))
     return errors

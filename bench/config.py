@@ -736,9 +736,10 @@ def _set_path(raw: dict[str, Any], keys: list[str], value: Any, path: Path) -> d
     return {**raw, head: _set_path(inner, rest, value, path)}
 
 
-def _episode_file_sha256(path: Path) -> str:
+def read_episode_file_bytes(path: Path) -> bytes:
+    """A ``test_episodes`` file's bytes (a missing or unreadable file is a ``BenchError`` saying what to do)."""
     try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+        return path.read_bytes()
     except FileNotFoundError:
         raise BenchError(f"test_episodes file {path} not found; write one with `python -m bench episodes export SUITE "
                          "--out FILE`") from None
@@ -781,7 +782,7 @@ def load_suite(
     if isinstance(raw.get("test_episodes"), str):
         episodes = Path(raw["test_episodes"])
         raw["test_episodes"] = relative_path(episodes.resolve(), SUITES_DIR.parent)  # as source_file: project-relative
-        raw["test_episodes_sha256"] = _episode_file_sha256(episodes)
+        raw["test_episodes_sha256"] = hashlib.sha256(read_episode_file_bytes(episodes)).hexdigest()
     raw.update(
         tier=chosen,
         source_file=relative_path(path, SUITES_DIR.parent),  # records name project suites independently of the checkout

@@ -86,8 +86,6 @@ def handle(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
-
-
 def add_episodes_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["export"], help="export: write the episodes a suite draws to an episode file")
     parser.add_argument("suite", help="suite name (see `list`) or path to a suite file")

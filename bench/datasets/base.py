@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 from bench.config import SplitName
 from bench.errors import DataNotFound
@@ -33,6 +34,9 @@ SPLITS: tuple[SplitName, ...] = ("train", "val", "test")  # every classification
 # compression-method byte (NotImplementedError), corrupt deflate data (zlib.error), a truncated
 # member (EOFError), or an unreadable file (OSError).
 ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, zlib.error, EOFError, OSError)
+# The suites' resize_filter names, as PIL's filters.
+FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
+           "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,6 @@ def cached(name: str, key: str, build: Callable[[], ClassImages]) -> ClassImages
 
 
 __all__ = [
-    "ClassImages", "cache_dir", "cache_key", "cached", "cached_file", "cached_tensor",
+    "FILTERS", "ClassImages", "cache_dir", "cache_key", "cached", "cached_file", "cached_tensor",
     "data_dir", "file_digest", "file_sha256", "require_files", "write_atomic",
 ]

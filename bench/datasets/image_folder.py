@@ -17,12 +17,10 @@ import torch
 from PIL import Image
 
 from bench.config import ImageFolderData, SplitName
-from bench.datasets.base import SPLITS, ClassImages, cache_key, cached, data_dir, file_sha256
+from bench.datasets.base import FILTERS, SPLITS, ClassImages, cache_key, cached, data_dir, file_sha256
 from bench.errors import BenchError, DataNotFound
 
 log = logging.getLogger(__name__)
-FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-           "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # every other mode PIL reads is colour (P, RGB, RGBA, CMYK, YCbCr, ...)
 
 
@@ -91,6 +89,11 @@ def class_sizes(config: ImageFolderData) -> dict[str, dict[str, int]]:
     return {split: {name: len(files) for name, files in classes.items()} for split, classes in listing(config).items()}
 
 
+def _not_an_image(path: Path, exc: Exception) -> BenchError:
+    return BenchError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}); replace it or remove it "
+                      "from the class folder")
+
+
 def _open(path: Path) -> Image.Image:
     try:
         with warnings.catch_warnings():
@@ -99,8 +102,7 @@ def _open(path: Path) -> Image.Image:
             image.load()
         return image
     except Exception as exc:  # PIL raises many kinds for a damaged file: name it, whatever it was
-        raise BenchError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}); replace it or "
-                         "remove it from the class folder") from None
+        raise _not_an_image(path, exc) from None
 
 
 def image_channels(config: ImageFolderData, files: list[Path]) -> int:
@@ -111,9 +113,8 @@ def image_channels(config: ImageFolderData, files: list[Path]) -> int:
         try:
             with Image.open(path) as image:
                 first.setdefault(1 if image.mode in GREY_MODES else 3, path)
-        except Exception as exc:  # PIL raises many kinds for a file that is not an image: name it
-            raise BenchError(f"{path}: cannot be read as an image ({type(exc).__name__}: {exc}); replace it or "
-                             "remove it from the class folder") from None
+        except Exception as exc:  # as in _open
+            raise _not_an_image(path, exc) from None
         if config.channels is None and len(first) > 1:
             raise BenchError(f"image folder {root(config)}: mixed channel counts ({first[1]} is grey, {first[3]} is "
                              "colour); set data.channels: 3 (or 1) to convert every image")

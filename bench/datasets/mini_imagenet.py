@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from bench.config import MiniImageNetData
-from bench.datasets.base import SPLITS, ClassImages, cache_dir, cache_key, cached, data_dir, file_sha256
+from bench.datasets.base import FILTERS, SPLITS, ClassImages, cache_dir, cache_key, cached, data_dir, file_sha256
 from bench.errors import BenchError, DataNotFound
 
 log = logging.getLogger(__name__)
@@ -50,8 +50,6 @@ PICKLE_URLS = {
 }
 CSV_SOURCE = "https://github.com/twitter/meta-learning-lstm/tree/master/data/miniImagenet"
 NUMPY_2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
-FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-           "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
 
 
 def _paths(config: MiniImageNetData) -> dict[str, dict[str, Path]]:

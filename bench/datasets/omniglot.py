@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from bench.config import OmniglotData
-from bench.datasets.base import SPLITS, ZIP_ERRORS, ClassImages, cache_key, cached, data_dir, file_sha256, require_files
+from bench.datasets.base import FILTERS, SPLITS, ZIP_ERRORS, ClassImages, cache_key, cached, data_dir, file_sha256, require_files
 from bench.datasets.verify import verify_official
 from bench.errors import BenchError
 
@@ -41,8 +41,6 @@ MEMBER_DIGESTS = {
 }
 DRAWINGS_PER_CHARACTER = 20
 MEMBER = re.compile(r"^images_(?:background|evaluation)/([^/]+)/(character\d+)/[^/]+\.png$")
-FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-           "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
 
 
 def _decode(paths: list[Path], config: OmniglotData) -> ClassImages:

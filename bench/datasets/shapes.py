@@ -9,6 +9,8 @@ alike, and that the task sources raise too if the data changed in between.
 
 from __future__ import annotations
 
+from collections import Counter
+
 from bench.config import Suite
 from bench.datasets import dataset_module
 from bench.datasets.base import SPLITS
@@ -21,6 +23,11 @@ def class_sizes(suite: Suite) -> dict[str, dict[str, int]] | None:
     return module.class_sizes(suite.data) if module is not None else None
 
 
+def class_group(name: str) -> str:
+    """A class's group under ``grouped_episodes``: its name's first part (Omniglot: the alphabet)."""
+    return name.split("/")[0]
+
+
 def shape_problem(suite: Suite, split: str, sizes: dict[str, int]) -> str | None:
     """Why ``split`` cannot supply the suite's episodes (``sizes``: examples of each class), else None."""
     shape = suite.episode_shape["train" if split == "train" else "eval"]
@@ -31,9 +38,7 @@ def shape_problem(suite: Suite, split: str, sizes: dict[str, int]) -> str | None
         return (f"{cannot}: split {split!r} has {len(sizes)} classes, fewer than {shape['ways']} ways; lower them with "
                 "--set suite.ways=N (suite.train_ways=N for training episodes), or give the split more classes")
     if suite.grouped_episodes:
-        groups: dict[str, int] = {}
-        for name in sizes:
-            groups[name.split("/")[0]] = groups.get(name.split("/")[0], 0) + 1
+        groups = Counter(class_group(name) for name in sizes)
         if not any(n >= shape["ways"] for n in groups.values()):
             return (f"{cannot}: grouped_episodes draws an episode's classes from one group (the class name's first "
                     f"part), and no group of split {split!r} has {shape['ways']} classes (the largest has "

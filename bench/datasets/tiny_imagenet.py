@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 
 from bench.config import TinyImageNetData
-from bench.datasets.base import SPLITS, ZIP_ERRORS, ClassImages, cache_key, cached, data_dir
+from bench.datasets.base import FILTERS, SPLITS, ZIP_ERRORS, ClassImages, cache_key, cached, data_dir
 from bench.datasets.verify import verify_official
 from bench.errors import BenchError, DataNotFound
 
@@ -42,8 +42,6 @@ DOWNLOADS = {
 }
 ROOT = "tiny-imagenet-200"
 TRAIN_MEMBER = re.compile(rf"^{ROOT}/train/(n\d+)/images/(n\d+)_(\d+)\.JPEG$")
-FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
-           "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
 
 
 def required_files(config: TinyImageNetData) -> Path:

@@ -221,11 +221,14 @@ def check_suite_algorithms(suite: Suite) -> None:
                 parse_hparams(algorithm, suite.algorithms[name], f"{suite.source_file}: algorithms")
 
 
-def check_suite_data(suite: Suite) -> None:
-    """The data files are there and the splits can supply the suite's episodes (cheap: no pixel is decoded)."""
+def check_suite_data(suite: Suite, sizes: dict[str, dict[str, int]] | None = None) -> None:
+    """The data files are there and the splits can supply the suite's episodes, drawn or from its
+    episode file (cheap: no pixel is decoded). ``sizes``: the suite's ``class_sizes``, when the
+    caller has checked the files and counted them already."""
     if suite.task_type == "classification":
-        check_available(suite)
-        sizes = class_sizes(suite)
+        if sizes is None:
+            check_available(suite)
+            sizes = class_sizes(suite)
         check_episode_shapes(suite, sizes)
         check_test_episodes(suite, sizes)
 

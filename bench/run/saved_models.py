@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from bench.errors import BenchError
+from bench.records import write_atomic
 
 MODELS = "models"
 
@@ -31,10 +31,7 @@ def save_model(state: dict[str, torch.Tensor], results_dir: Path, problem: Any) 
     relative = Path(MODELS) / f"{sha256}.pt"
     path = results_dir / relative
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
+        write_atomic(path, data)
     return {"path": str(relative), "sha256": sha256, "bytes": len(data), "in_shape": list(problem.in_shape),
             "out_features": problem.out_features, "n_train_classes": problem.n_train_classes}
 

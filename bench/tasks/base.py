@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 import torch
 
+from bench.datasets.shapes import class_group
 from bench.seeding import derive_seed
 
 
@@ -108,7 +109,7 @@ def class_groups(class_names: list[str], ways: int) -> list[torch.Tensor]:
     grouped sampling; groups with fewer than ``ways`` classes cannot make an episode and are left out."""
     by_group: dict[str, list[int]] = {}
     for position, name in enumerate(class_names):
-        by_group.setdefault(name.split("/")[0], []).append(position)
+        by_group.setdefault(class_group(name), []).append(position)
     return [torch.tensor(members) for _, members in sorted(by_group.items()) if len(members) >= ways]
 
 

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 from pydantic import Field, ValidationError
 
-from bench.config import SplitName, StrictModel, Suite, plugin_data_kind
+from bench.config import SplitName, StrictModel, Suite, plugin_data_kind, read_episode_file_bytes
 from bench.datasets import dataset_module
 from bench.datasets.shapes import class_sizes
 from bench.errors import BenchError, did_you_mean
@@ -72,15 +72,6 @@ class EpisodeFile:
         return len(self.content.episodes)
 
 
-def _read_bytes(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except FileNotFoundError:
-        raise BenchError(f"{what} {path} not found; write one with `python -m bench episodes export SUITE --out FILE`") from None
-    except OSError as exc:
-        raise BenchError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
-
-
 def _shape_problem(index: int, episode: Episode, ways: int, shots: int, queries: int) -> str | None:
     if len(episode.classes) != ways:
         return f"episode {index} has {len(episode.classes)} classes, the file says ways = {ways}"
@@ -115,7 +106,7 @@ def _shape_problem(index: int, episode: Episode, ways: int, shots: int, queries:
 def read_episode_file(path: Path, expected_sha256: str | None = None) -> EpisodeFile:
     """The file parsed and checked on its own (not yet against a dataset); ``expected_sha256``: the
     hash the suite recorded when it was loaded (the file must not have changed since)."""
-    data = _read_bytes(path, "episode file")
+    data = read_episode_file_bytes(path)
     sha256 = hashlib.sha256(data).hexdigest()
     if expected_sha256 is not None and sha256 != expected_sha256:
         raise BenchError(f"episode file {path} changed since the suite was loaded (SHA-256 {sha256[:12]}, "
