@@ -24,10 +24,12 @@ from pydantic import (
     ConfigDict,
     Field,
     SerializeAsAny,
+    SerializerFunctionWrapHandler,
     TypeAdapter,
     ValidationError,
     ValidatorFunctionWrapHandler,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -120,6 +122,8 @@ class OmniglotData(StrictModel):
 
     ``split`` lists, per split, alphabets (``Alphabet``) or character ranges of an alphabet
     (``Alphabet/character01-character32``); every rotation of a listed character is in that split.
+    ``channels: 3`` repeats the grey value in three channels and ``mean``/``std`` normalise, so that
+    a network trained on colour images can be tested on Omniglot (Meta-Dataset reads it as RGB).
     """
 
     kind: Literal["omniglot"]
@@ -129,14 +133,33 @@ class OmniglotData(StrictModel):
     strokes: Literal[0, 1] = 1
     rotations: tuple[Literal[0, 90, 180, 270], ...] = (0, 90, 180, 270)
     split: dict[SplitName, tuple[str, ...]]
+    channels: Literal[1, 3] = 1
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
-    @property
-    def channels(self) -> int:
-        return 1
+    @model_validator(mode="after")
+    def _valid_normalization(self) -> OmniglotData:
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        if self.mean is not None and self.std is not None:
+            if len(self.mean) != self.channels or len(self.std) != self.channels:
+                raise ValueError(f"mean and std need one value per channel ({self.channels})")
+            if any(v <= 0 for v in self.std):
+                raise ValueError("std values must be positive")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_unset_colour(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out at their defaults, so that every Omniglot protocol keeps the hash it had before they existed.
+        dumped: dict[str, Any] = handler(self)
+        for name, default in (("channels", 1), ("mean", None), ("std", None)):
+            if dumped.get(name, default) == default:
+                dumped.pop(name, None)
+        return dumped
 
     @property
     def normalization(self) -> Normalization | None:
-        return None
+        return None if self.mean is None or self.std is None else Normalization(mean=self.mean, std=self.std)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -35,6 +35,8 @@ class ImageTasks(ClassEpisodes):
         self.n_per_class = data.images.shape[1]
         self.eval_chunk = max(1, self.EVAL_PIXELS // (data.images.shape[-1] * data.images.shape[-2]))
         self.device = device
+        # Grey images read as colour (data.channels: 3): repeated after the gather, so the cache stays one channel.
+        self.channels = max(getattr(suite.data, "channels", None) or 0, data.images.shape[2])
         if normalization is None:
             self.mean = self.std = None
         else:
@@ -45,7 +47,7 @@ class ImageTasks(ClassEpisodes):
 
     @property
     def in_shape(self) -> tuple[int, ...]:
-        return tuple(self.images.shape[2:])
+        return (self.channels, *self.images.shape[3:])
 
     def batch(self, split: str, seed: int, indices: range) -> TaskBatch:
         shape = self.shapes["train" if split == "train" else "eval"]
@@ -56,6 +58,8 @@ class ImageTasks(ClassEpisodes):
         classes, examples = classes.to(self.device), examples.to(self.device)
         dataset_classes = self.split_classes[split][classes]
         pixels = self.images[dataset_classes.unsqueeze(-1), examples]  # (B, ways, k, C, H, W) uint8
+        if pixels.shape[3] != self.channels:
+            pixels = pixels.expand(*pixels.shape[:3], self.channels, *pixels.shape[4:])
         x = pixels.float().div_(255).flatten(1, 2).unflatten(1, (ways, shots + queries))
         if self.mean is not None and self.std is not None:
             x = (x - self.mean.unsqueeze(1)) / self.std.unsqueeze(1)

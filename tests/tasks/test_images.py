@@ -43,3 +43,32 @@ def test_changed_pixels_keep_the_drawn_hash_and_change_the_contents_hash(suite):
     altered.source.images[..., 0, 0] ^= 1  # the corner pixel of every image, in its last bit
     assert clean.evaluate(_Reader(), "test", 7, 0)[1] == altered.evaluate(_Reader(), "test", 7, 0)[1]
     assert clean.contents_digest("test", 7) != altered.contents_digest("test", 7)
+
+
+def test_grey_omniglot_read_as_colour_repeats_each_pixel_in_three_normalised_channels():
+    """data.channels: 3 (the cross-domain target omniglot-5w1s-rgb64): the same episodes as the grey
+    reading, each channel the grey value normalised with that channel's mean and std."""
+    colour_suite = load_suite("omniglot-5w1s-rgb64", tier="smoke", overrides={"data.image_size": 28, "test_tasks": 3})
+    grey_suite = load_suite("omniglot-5w1s-rgb64", tier="smoke", overrides={
+        "data.image_size": 28, "test_tasks": 3, "data.channels": 1, "data.mean": None, "data.std": None})
+    colour, grey = (Episodes(s, torch.device("cpu")) for s in (colour_suite, grey_suite))
+    assert colour.source.in_shape == (3, 28, 28) and grey.source.in_shape == (1, 28, 28)
+    x, y = colour.fixed("test", 3)[0], grey.fixed("test", 3)[0]
+    assert torch.equal(x.support_y, y.support_y)
+    mean, std = colour_suite.data.mean, colour_suite.data.std
+    for channel in range(3):
+        expected = (y.query_x[:, :, 0] - mean[channel]) / std[channel]
+        torch.testing.assert_close(x.query_x[:, :, channel], expected)
+
+
+def test_the_colour_fields_at_their_defaults_leave_omniglot_protocol_hashes_as_stored():
+    """channels, mean and std came after the Omniglot records: at their defaults they are left out of
+    the protocol, so the stored records still match the suite file."""
+    from pathlib import Path
+
+    from bench.records import load_records
+
+    stored = {r["suite"]["protocol_hash"] for r in load_records(Path(__file__).resolve().parents[2] / "results", "omniglot-5w1s")
+              if r["suite"]["tier"] == "standard"}
+    assert load_suite("omniglot-5w1s", tier="standard").protocol_hash() in stored
+    assert "channels" not in load_suite("omniglot-5w1s").protocol_fields()["data"]
