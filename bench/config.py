@@ -117,6 +117,18 @@ class Normalization(StrictModel):
     std: tuple[float, ...]
 
 
+def check_normalization(mean: tuple[float, ...] | None, std: tuple[float, ...] | None, channels: int | None) -> None:
+    """Optional per-channel ``mean``/``std``: both or neither, one positive std per channel (``channels``
+    when known)."""
+    if (mean is None) != (std is None):
+        raise ValueError("give both mean and std, or neither")
+    if mean is not None and std is not None:
+        if len(mean) != len(std) or (channels is not None and len(mean) != channels):
+            raise ValueError("mean and std need one value per channel" + (f" ({channels})" if channels else ""))
+        if any(v <= 0 for v in std):
+            raise ValueError("std values must be positive")
+
+
 class OmniglotData(StrictModel):
     """Lake et al.'s Omniglot archives; each (character, rotation) is a class (Vinyals et al. 2016).
 
@@ -139,13 +151,7 @@ class OmniglotData(StrictModel):
 
     @model_validator(mode="after")
     def _valid_normalization(self) -> OmniglotData:
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("give both mean and std, or neither")
-        if self.mean is not None and self.std is not None:
-            if len(self.mean) != self.channels or len(self.std) != self.channels:
-                raise ValueError(f"mean and std need one value per channel ({self.channels})")
-            if any(v <= 0 for v in self.std):
-                raise ValueError("std values must be positive")
+        check_normalization(self.mean, self.std, self.channels)
         return self
 
     @model_serializer(mode="wrap")
@@ -272,13 +278,7 @@ class ImageFolderData(StrictModel):
 
     @model_validator(mode="after")
     def _valid(self) -> ImageFolderData:
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("give both mean and std, or neither")
-        if self.mean is not None and self.std is not None:
-            if len(self.mean) != len(self.std) or (self.channels is not None and len(self.mean) != self.channels):
-                raise ValueError("mean and std need one value per channel")
-            if any(v <= 0 for v in self.std):
-                raise ValueError("std values must be positive")
+        check_normalization(self.mean, self.std, self.channels)
         if isinstance(self.split, dict):
             _disjoint_split(self.split)
         return self
