@@ -39,6 +39,7 @@ from bench.results import check as checks
 from bench.results import leaderboard as leaderboards
 from bench.results import reproduce as reruns
 from bench.results.report import build_report
+from bench.run import evaluation as evaluations
 from bench.run import executors
 from bench.run.cache import clear, describe
 from bench.run.environment import environment, resolve_device
@@ -163,6 +164,16 @@ def export_episodes(suite: str, out: Path | str, split: SplitName = "test", coun
     content = episode_files.export_episodes(loaded, split, count)
     write_atomic(path, episode_files.dumps(content))
     return path
+
+
+def evaluate(records: list[Path] | list[str], suite: str, tier: str | None = None, episodes: Path | str | None = None,
+             results_dir: Path | str = "results", device: str = "auto", progress: bool = True) -> list[dict[str, Any]]:
+    """Evaluate the models that ``records`` saved (``run(..., save_models=True)``) on ``suite``'s test
+    episodes (or the episode file ``episodes``); returns the evaluation records, written under
+    ``results_dir/evaluations/``. Every record, model file and shape is checked before any evaluation."""
+    planned = evaluations.plan_evaluation([Path(p) for p in records], suite, tier,
+                                          Path(episodes) if episodes is not None else None, results_dir, device)
+    return evaluations.evaluate(planned, progress=progress)
 
 
 def leaderboard(suite: str, results_dir: Path | str = "results", tier: str | None = None

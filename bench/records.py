@@ -303,8 +303,10 @@ def load_record(path: Path) -> dict[str, Any]:
     return record
 
 
-# results/perf, results/cost and results/reproduce hold `bench perf*`, `bench cost` and `bench reproduce` summaries, not runs
-MEASUREMENT_DIRS = ("perf", "cost", "reproduce")
+# results/perf, results/cost and results/reproduce hold `bench perf*`, `bench cost` and `bench reproduce` summaries,
+# results/evaluations `bench evaluate`'s records (read as the cross-domain tables of their target suites), not runs
+EVALUATIONS = "evaluations"
+MEASUREMENT_DIRS = ("perf", "cost", "reproduce", EVALUATIONS)
 
 
 def iter_record_paths(results_dir: Path, suite: str | None = None) -> Iterator[Path]:
@@ -325,6 +327,17 @@ def load_records(results_dir: Path, suite: str | None = None) -> list[dict[str, 
         record["_path"] = str(path)
         records.append(record)
     return records
+
+
+def load_evaluation_records(results_dir: Path, suite: str) -> list[dict[str, Any]]:
+    """The ``bench evaluate`` records whose target is ``suite`` (under ``results_dir/evaluations/``)."""
+    return load_records(results_dir / EVALUATIONS, suite)
+
+
+def evaluation_targets(results_dir: Path) -> list[str]:
+    """The suites that ``bench evaluate`` records under ``results_dir`` were evaluated on."""
+    base = results_dir / EVALUATIONS
+    return sorted(p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
 
 
 def check_writable(results_dir: Path, what: str = "results directory", option: str = "--results-dir",

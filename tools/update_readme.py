@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.measure import cost, perf, perf_chunks, perf_executors  # noqa: E402
-from bench.records import load_records  # noqa: E402
+from bench.records import load_evaluation_records, load_records  # noqa: E402
 from bench.results import reproduce  # noqa: E402
 from bench.results.leaderboard import leaderboards, render, title  # noqa: E402
 from bench.results.report import entry_records  # noqa: E402
@@ -97,18 +97,23 @@ def cli_reference() -> str:
     return "\n".join(parts)
 
 
+def _rate(value: float | None) -> str:
+    return "-" if value is None or value != value else f"{value:,.0f}"  # none: an evaluation, or nothing meta-trained
+
+
 def compact_table(boards: list[tuple[dict, Any]], results_dir: Path) -> str:
     """The front page's leaderboard: rank, algorithm, mean ± 95% interval, seeds and throughput, under
     the machine the records were measured on."""
     out = []
     for description, table in boards:
-        counted = entry_records(load_records(results_dir, description["suite"]), description)  # the rows' records
+        stored = load_records(results_dir, description["suite"]) + load_evaluation_records(results_dir, description["suite"])
+        counted = entry_records(stored, description)  # the rows' records
         environments = [record["environment"] for runs in counted.values() for record in runs]
         machines = sorted({f"{e['device_name']}, {e['torch_threads']} torch threads, torch {e['torch']}" for e in environments})
         rows = ["| rank | algorithm | family | mean ± 95% CI | seeds | meta-train tasks/s | test tasks/s |",
                 "|---|---|---|---|---|---|---|"]
         rows += [f"| {r.rank:g} | {r.algorithm} | {r.family} | {r.mean:.4g} ± {r.ci95:.3g} | {r.seeds} | "
-                 f"{r.meta_train_tasks_per_s:,.0f} | {r.test_tasks_per_s:,.0f} |" for r in table.itertuples(index=False)]
+                 f"{_rate(r.meta_train_tasks_per_s)} | {_rate(r.test_tasks_per_s)} |" for r in table.itertuples(index=False)]
         out.append(f"**{title(description)}**; throughput measured on {' and '.join(machines)}:\n\n" + "\n".join(rows))
     return "\n\n".join(out)
 

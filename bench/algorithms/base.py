@@ -202,6 +202,12 @@ class Algorithm(nn.Module):
         """Inner steps this algorithm adapts with at validation and test time (recorded)."""
         return protocol_steps
 
+    def protocol_shaped_state(self) -> tuple[str, ...]:
+        """State entries sized by the protocol's ways that no prediction reads after training (an unused
+        head, a fine-tuning classifier's fixed initialisation): evaluated on a suite with other ways
+        (``bench evaluate``), the saved model keeps these as built for that suite."""
+        return ()
+
     @classmethod
     def inapplicable(cls, suite: Suite) -> str | None:
         """Why this algorithm cannot run on ``suite`` (shown where it is left out), or None when it can."""

@@ -77,6 +77,10 @@ class Baseline(Algorithm):
         self.register_buffer("finetune_bias", None if self.cosine else uniform(problem.out_features))
         self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.lr)
 
+    def protocol_shaped_state(self) -> tuple[str, ...]:
+        # The backbone's own head is unused (the classifiers are apart); each episode fine-tunes from the fixed draw.
+        return (*(f"backbone.{name}" for name in self.backbone.head_names), "finetune_weight", "finetune_bias")
+
     def classify(self, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         """Scores (B, n, classes) of features (B, n, d) by weight (classes, d) or (B, classes, d)."""
         scores = features @ weight.transpose(-1, -2)
@@ -127,6 +131,10 @@ class BaselinePP(Baseline):
     Hparams = BaselinePPHparams
     hparams: BaselinePPHparams
     cosine = True
+
+    def protocol_shaped_state(self) -> tuple[str, ...]:
+        # The backbone's own head is unused (the classifiers are apart); each episode fine-tunes from the fixed draw.
+        return (*(f"backbone.{name}" for name in self.backbone.head_names), "finetune_weight", "finetune_bias")
 
     def classify(self, features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         scale = self.hparams.scale or reference_scale(weight.shape[-2])

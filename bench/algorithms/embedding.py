@@ -33,6 +33,9 @@ class EmbeddingBased(Algorithm):
         self.build_head(generator)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.lr)
 
+    def protocol_shaped_state(self) -> tuple[str, ...]:
+        return tuple(f"backbone.{name}" for name in self.backbone.head_names)  # scores come from the features
+
     def build_head(self, generator: torch.Generator) -> None:
         """Create any parameters besides the backbone's (drawn from ``generator``)."""
 

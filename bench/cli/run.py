@@ -1,5 +1,5 @@
 """``run``: algorithms on a suite under fixed seeds, then the suite's leaderboard; ``episodes``: the
-episodes a suite evaluates on, as an episode file."""
+episodes a suite evaluates on, as an episode file; ``evaluate``: saved models on another suite."""
 
 from __future__ import annotations
 
@@ -104,10 +104,38 @@ def handle_episodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("records", nargs="+", type=Path, metavar="RECORD",
+                        help="run records with a saved model (`run --save-model`)")
+    parser.add_argument("--suite", required=True, help="the suite to evaluate on (name or file): its test episodes, "
+                        "ways, shots and test inner steps; the network and hyperparameters are the record's")
+    common.add_tier(parser)
+    parser.add_argument("--episodes", type=Path, metavar="FILE",
+                        help="evaluate on this episode file instead of the suite's drawn test episodes")
+    common.add_results_dir(parser)
+    common.add_device(parser)
+
+
+def handle_evaluate(args: argparse.Namespace) -> int:
+    evaluated = api.evaluate(args.records, args.suite, args.tier, args.episodes, args.results_dir, args.device,
+                             progress=not args.quiet)
+    for record in evaluated:
+        metric = record["metric"]
+        print(f"{record['algorithm']['name']} seed {record['seeds']['training_seed']} "
+              f"(trained on {record['evaluation_of']['suite']['name']}): {metric['name']} {metric['mean']:.4g} "
+              f"+- {metric['ci95']:.2g} over {metric['n_episodes']} episodes ({record['_path']})")
+    return 0
+
+
 COMMANDS = (common.Command("run", "run algorithms on a suite and print its leaderboard",
                            "python -m bench run sine --tier smoke --algorithms maml,protonet --seeds 0,1",
                            add_arguments, handle),
             common.Command("episodes", "export the episodes a suite evaluates on to an episode file "
                            "(evaluate on it with the suite field test_episodes: FILE)",
                            "python -m bench episodes export omniglot-5w1s --split test --count 600 --out omniglot-test.json",
-                           add_episodes_arguments, handle_episodes))
+                           add_episodes_arguments, handle_episodes),
+            common.Command("evaluate", "evaluate saved models on another suite (cross-domain) or an episode file; "
+                           "writes evaluation records under RESULTS_DIR/evaluations/",
+                           "python -m bench evaluate results/tiny-imagenet-5w1s/standard/protonet-seed0-*.json "
+                           "--suite omniglot-5w1s-rgb64",
+                           add_evaluate_arguments, handle_evaluate))

@@ -93,7 +93,7 @@ def suite_cost(suite_name: str, tier: str = "standard", encoder: str | None = No
             per_run = (suite.meta_iterations * timed["step_s"]
                        + (validations * suite.val_tasks + suite.test_tasks) * timed["episode_s"])
             rows.append({"algorithm": run.algorithm.name, **{k: round(v, 4) for k, v in timed.items()},
-                         "projected_run_min": round(per_run / 60, 2)})
+                         "projected_run_min": round(per_run / 60, 4)})
             total += per_run * seeds
             progress(f"  {run.algorithm.name}: {timed['step_s']:.3f} s/step, {timed['episode_s'] * 1000:.1f} ms/episode, "
                      f"{per_run / 60:.1f} min/run")
@@ -101,8 +101,9 @@ def suite_cost(suite_name: str, tier: str = "standard", encoder: str | None = No
     return {
         "suite": suite.name, "tier": tier, "encoder": encoder, "algorithms": len(rows), "seeds": seeds,
         "meta_iterations": suite.meta_iterations, "test_tasks": suite.test_tasks,
-        "projected_run_min": round(total / 60, 1),
-        "measured_run_min": round(measured[0], 1) if measured else None, "measured_runs": measured[1] if measured else 0,
+        # kept to 4 decimals: a smoke tier on a fast CPU projects a few seconds, which 0.1 min would round to zero
+        "projected_run_min": round(total / 60, 4),
+        "measured_run_min": round(measured[0], 4) if measured else None, "measured_runs": measured[1] if measured else 0,
         "start_s": round(start_seconds(suite_name, tier, overrides), 2),
         "threads": torch.get_num_threads(), "rows": rows,
     }
@@ -119,9 +120,9 @@ def render(results: list[dict[str, Any]]) -> str:
             reason = result["not_measured"].split(":")[0].replace("|", "/")  # the record keeps the whole message
             lines.append(f"| {name} | {result['tier']} | not measured here: {reason} | | | | |")
             continue
-        runs = (f"{result['measured_run_min']} ({result['measured_runs']})" if result["measured_run_min"] is not None else "")
+        runs = (f"{result['measured_run_min']:.1f} ({result['measured_runs']})" if result["measured_run_min"] is not None else "")
         lines.append(f"| {name} | {result['tier']} | {result['algorithms']} x {result['seeds']} | {result['threads']} "
-                     f"| {result['projected_run_min']} | "
+                     f"| {result['projected_run_min']:.1f} | "
                      f"{runs} | {result['start_s']} |")
     measured = [r for r in results if "not_measured" not in r]
     if measured:

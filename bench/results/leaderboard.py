@@ -160,51 +160,69 @@ def _current_suite(suite_name: str, found: list[dict[str, Any]]) -> Suite | None
 
 
 def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = None) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    """A (description, table) pair per table of comparable records (``bench.results.entries``), best first within each."""
+    """A (description, table) pair per table of comparable records (``bench.results.entries``), best first
+    within each: the suite's own runs, then its cross-domain tables (``bench evaluate`` records of models
+    trained elsewhere, one table per training suite, protocol and budget; ``description["trained_on"]``)."""
     results_dir = Path(results_dir)
     found = [r for r in records.load_records(results_dir, suite_name) if r["status"] == "completed"]
-    if not found:
+    evaluated = [r for r in records.load_evaluation_records(results_dir, suite_name) if r["status"] == "completed"]
+    if not found and not evaluated:
         raise BenchError(f"no completed records for suite {suite_name!r} under {results_dir}; "
                          f"run `python -m bench run {suite_name}` first")
     if tier is not None:
         found = [r for r in found if r["suite"]["tier"] == tier]
-        if not found:
+        evaluated = [r for r in evaluated if r["suite"]["tier"] == tier]
+        if not found and not evaluated:
             raise BenchError(f"no completed {tier}-tier records for suite {suite_name!r} under {results_dir}")
-    suite = _current_suite(suite_name, found)
-    all_tables = entries.select(found)
-    boards = []
-    for table_entries in all_tables:
-        lower = bool(table_entries.records[0]["metric"]["lower_is_better"])
-        protocol = table_entries.protocol
-        table = pd.DataFrame([_row(e) for e in table_entries.entries])
-        table = table.sort_values(["mean", "algorithm"], ascending=[lower, True]).reset_index(drop=True)
-        ranks, groups, tie_test = rank(table, per_episode_means(table_entries))
-        table.insert(0, "rank", ranks)
-        table["tie_group"] = groups
-        by_label = {e.label: e for e in table_entries.entries}
-        published = [published_entry(suite, by_label[label].algorithm, protocol) if by_label[label].default else None
-                     for label in table["algorithm"]]
-        table["published"] = [_published_text(e) for e in published]
-        table["published_value"] = [e.value if e else math.nan for e in published]
-        table["published_ci95"] = [e.ci95 if e and e.ci95 is not None else math.nan for e in published]
-        table["published_source"] = [f"{e.label}: {e.source}" if e else "" for e in published]
-        table["published_diff"] = table["mean"] - table["published_value"]
-        floor = _floor(all_tables, table_entries)
-        columns = COLUMNS
-        if floor is not None:
-            table["vs_floor"] = table["mean"] - floor
-            columns = [*COLUMNS[:5], "vs_floor", *COLUMNS[5:]]
-        description = {
-            "suite": suite_name, "suite_version": int(table_entries.suite_version), "tier": table_entries.tier,
-            "protocol_hash": table_entries.protocol_hash, "metric": table_entries.records[0]["metric"]["name"],
-            "lower_is_better": lower, "protocol": protocol, "budget": table_entries.budget,
-            "budget_changes": table_entries.budget_changes, "floor": floor,
-            "not_applicable": _not_applicable(suite, protocol), "tie_test": tie_test,
-            "n_records": len(table_entries.records), "record_paths": sorted(r["_path"] for r in table_entries.records),
-            "entry_records": {e.label: [r["_path"] for r in e.records] for e in table_entries.entries},
-        }
-        boards.append((description, table[columns]))
+    suite = _current_suite(suite_name, found + evaluated)
+    own = entries.select(found)
+    boards = [_board(table, suite_name, _floor(own, table), suite) for table in own]
+    by_training: dict[str, list[dict[str, Any]]] = {}
+    for record in evaluated:
+        by_training.setdefault(json.dumps(record["suite"]["protocol"]["trained_on"], sort_keys=True), []).append(record)
+    for key in sorted(by_training):
+        trained_on = json.loads(key)
+        # Labels and budget changes against the training suite's defaults: that is where the model's configuration came from.
+        training_defaults = entries.suite_defaults(trained_on["suite"], trained_on["tier"])
+        for table in entries.select(by_training[key], lambda *_, found=training_defaults: found):
+            boards.append(_board(table, suite_name, None, None, trained_on))
     return boards
+
+
+def _board(table_entries: entries.Table, suite_name: str, floor: float | None, suite: Suite | None,
+           trained_on: dict[str, Any] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """One table's rows, ranked; published numbers (of ``suite``, the current file) beside its default entries.
+    A cross-domain table (``trained_on``) shows none: they were measured on models trained on the target."""
+    lower = bool(table_entries.records[0]["metric"]["lower_is_better"])
+    protocol = table_entries.protocol
+    table = pd.DataFrame([_row(e) for e in table_entries.entries])
+    table = table.sort_values(["mean", "algorithm"], ascending=[lower, True]).reset_index(drop=True)
+    ranks, groups, tie_test = rank(table, per_episode_means(table_entries))
+    table.insert(0, "rank", ranks)
+    table["tie_group"] = groups
+    by_label = {e.label: e for e in table_entries.entries}
+    published = [published_entry(suite, by_label[label].algorithm, protocol) if by_label[label].default else None
+                 for label in table["algorithm"]]
+    table["published"] = [_published_text(e) for e in published]
+    table["published_value"] = [e.value if e else math.nan for e in published]
+    table["published_ci95"] = [e.ci95 if e and e.ci95 is not None else math.nan for e in published]
+    table["published_source"] = [f"{e.label}: {e.source}" if e else "" for e in published]
+    table["published_diff"] = table["mean"] - table["published_value"]
+    columns = COLUMNS
+    if floor is not None:
+        table["vs_floor"] = table["mean"] - floor
+        columns = [*COLUMNS[:5], "vs_floor", *COLUMNS[5:]]
+    description = {
+        "suite": suite_name, "suite_version": int(table_entries.suite_version), "tier": table_entries.tier,
+        "protocol_hash": table_entries.protocol_hash, "metric": table_entries.records[0]["metric"]["name"],
+        "lower_is_better": lower, "protocol": protocol, "budget": table_entries.budget,
+        "budget_changes": table_entries.budget_changes, "floor": floor,
+        "not_applicable": _not_applicable(suite, protocol), "tie_test": tie_test,
+        "n_records": len(table_entries.records), "record_paths": sorted(r["_path"] for r in table_entries.records),
+        "entry_records": {e.label: [r["_path"] for r in e.records] for e in table_entries.entries},
+        "trained_on": trained_on,
+    }
+    return description, table[columns]
 
 
 def average_ranks(boards: list[tuple[dict[str, Any], pd.DataFrame]]) -> pd.DataFrame:
@@ -285,17 +303,23 @@ def _episode_origin(protocol: dict[str, Any]) -> str:
 
 def title(description: dict[str, Any]) -> str:
     protocol = description["protocol"]
+    trained = description.get("trained_on")
+    origin = (f"cross-domain: models trained on {trained['suite']} v{trained['suite_version']} ({trained['tier']} tier, "
+              f"protocol {trained['protocol_hash']}) evaluated on " if trained else "")
     better = "lower is better" if description["lower_is_better"] else "higher is better"
     if protocol.get("ways") is not None:
+        # A cross-domain model met the training suite's episodes, not the target's training shape.
+        training = ("" if trained else f"train {protocol['train_ways']}-way {protocol['train_shots']}-shot, "
+                    f"{protocol['train_queries']} queries; ")
         episodes = (f"test {protocol['ways']}-way {protocol['shots']}-shot, {protocol['queries']} queries per class; "
-                    f"train {protocol['train_ways']}-way {protocol['train_shots']}-shot, {protocol['train_queries']} queries; "
-                    f"batch norm {protocol['batch_norm']}")
+                    f"{training}batch norm {protocol['batch_norm']}")
     else:
         episodes = f"{protocol['shots']} shots, {protocol['queries']} queries"
     changes = description.get("budget_changes") or {}
-    budget = ("; budget not the tier's: " + ", ".join(f"{k} {new} (tier: {tier})" for k, (new, tier) in changes.items())
+    budget = ("; training budget not the tier's: " if trained else "; budget not the tier's: ")
+    budget = (budget + ", ".join(f"{k} {new} (tier: {tier})" for k, (new, tier) in changes.items())
               if changes else "")
-    return (f"{description['suite']} v{description['suite_version']}, {description['tier']} tier, "
+    return (f"{origin}{description['suite']} v{description['suite_version']}, {description['tier']} tier, "
             f"protocol {description['protocol_hash']}: {description['metric']} ({better}), {episodes}, "
             f"{protocol['test_tasks']} test episodes{_episode_origin(protocol)}, "
             f"{protocol['test_inner_steps']} test inner steps, "
@@ -311,7 +335,8 @@ def render(tables: list[tuple[dict[str, Any], pd.DataFrame]], fmt: str = "table"
                 row["seeds"] = [int(s) for s in row["seeds"].split(",")]
                 out.append({**row, "suite": description["suite"], "tier": description["tier"],
                             "protocol_hash": description["protocol_hash"], "metric": description["metric"],
-                            "lower_is_better": description["lower_is_better"]})
+                            "lower_is_better": description["lower_is_better"],
+                            **({"trained_on": description["trained_on"]} if description.get("trained_on") else {})})
         return json.dumps(out, indent=1)
     if fmt == "csv":
         # One header for every table (only text suites have vs_floor): concatenate, then write.

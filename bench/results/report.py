@@ -47,12 +47,16 @@ Board = tuple[dict[str, Any], pd.DataFrame]
 
 
 def suites_with_records(results_dir: Path) -> list[str]:
-    """Top-level directories of ``results_dir`` holding at least one completed run record."""
+    """Top-level directories of ``results_dir`` holding at least one completed run record, and the
+    suites that completed ``bench evaluate`` records were evaluated on."""
     if not results_dir.is_dir():
         raise BenchError(f"results directory {results_dir} does not exist")
-    return [p.name for p in sorted(results_dir.iterdir())
-            if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_SUITES
-            and any(r["status"] == "completed" for r in records.load_records(results_dir, p.name))]
+    own = {p.name for p in results_dir.iterdir()
+           if p.is_dir() and not p.name.startswith(".") and p.name not in NOT_SUITES
+           and any(r["status"] == "completed" for r in records.load_records(results_dir, p.name))}
+    targets = {name for name in records.evaluation_targets(results_dir)
+               if any(r["status"] == "completed" for r in records.load_evaluation_records(results_dir, name))}
+    return sorted(own | targets)
 
 
 def entry_records(stored: list[dict[str, Any]], description: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
@@ -297,7 +301,8 @@ def build_report(results_dir: Path, out_dir: Path, suites: list[str] | None = No
     names = list(suites) if suites is not None else suites_with_records(results_dir)
     if not names:
         raise BenchError(f"no completed records under {results_dir}; run `python -m bench run SUITE` first")
-    stored = {name: records.load_records(results_dir, name) for name in names}
+    stored = {name: records.load_records(results_dir, name) + records.load_evaluation_records(results_dir, name)
+              for name in names}
     boards = {name: leaderboard.leaderboards(results_dir, name) for name in names}
     records.check_writable(out_dir, "report directory", "--out")  # every record read: now the first write
     written: list[Path] = []
@@ -339,7 +344,9 @@ def _table_files(base: Path, suffix: str, caption: str, label: str, shown: pd.Da
 def _average_rank_sections(boards: dict[str, list[Board]], out_dir: Path, written: list[Path]) -> list[str]:
     sections = []
     for tier in sorted({d["tier"] for tables in boards.values() for d, _ in tables}):
-        ranked = [(d, t) for tables in boards.values() for d, t in tables if d["tier"] == tier and len(t) > 1]
+        # Cross-domain tables rank models trained elsewhere: not a comparison on the suite itself.
+        ranked = [(d, t) for tables in boards.values() for d, t in tables
+                  if d["tier"] == tier and len(t) > 1 and not d.get("trained_on")]
         if not ranked:
             continue
         average = leaderboard.average_ranks(ranked)

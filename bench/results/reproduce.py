@@ -58,6 +58,9 @@ def _suite_source(record: dict[str, Any]) -> str:
 def prepare(path: Path, results_dir: Path) -> Reproduction:
     """The plan that reruns ``path``'s run; a ``BenchError`` (before any work) when it cannot."""
     record = records.load_record(path)
+    if record.get("kind") == "evaluation":
+        raise BenchError(f"{path} is an evaluation record (bench evaluate); reproduce the training record it names "
+                         f"({(record.get('evaluation_of') or {}).get('record')}), then evaluate that again")
     if record["status"] != "completed":
         raise BenchError(f"{path}: a {record['status']} record has no results to reproduce; give a completed one")
     suite_record, algorithm = record["suite"], record["algorithm"]["name"]
