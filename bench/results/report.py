@@ -370,6 +370,8 @@ def _board_section(name: str, description: dict[str, Any], table: pd.DataFrame, 
     tier, protocol_hash = description["tier"], description["protocol_hash"]
     siblings = [d for d, _ in suite_boards if d["tier"] == tier]
     short = f"{name} · {tier} · {setting(description, siblings)}"
+    if trained_on := description.get("trained_on"):
+        short = f"trained on {trained_on['suite']}, tested on {short}"
     caption = leaderboard.title(description)
     shown, sources = paper_table(description, table)
     notes = [*leaderboard._notes(description).splitlines(), *_source_notes(sources)]

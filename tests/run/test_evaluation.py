@@ -86,3 +86,14 @@ def test_other_ways_work_where_the_algorithm_allows_and_misfits_are_errors_befor
         if record["algorithm"]["name"] == "baseline":
             rebuilt |= {"finetune_weight", "finetune_bias"}
         assert set(record["evaluation_of"]["rebuilt_for_target"]) == rebuilt
+    # On an episode file of the same episodes: the same values, in a table of its own (another protocol hash).
+    episodes = tmp_path / "two-way-test.json"
+    assert cli("episodes", "export", str(two_way), "--out", str(episodes))[0] == 0
+    code, _, err = cli("evaluate", str(protonet), "--suite", str(two_way), "--episodes", str(episodes),
+                       "--results-dir", str(tmp_path / "from-file"))
+    assert code == 0, err
+    (from_file,) = read_records(tmp_path / "from-file")
+    (drawn,) = [r for r in read_records(results / "evaluations") if r["algorithm"]["name"] == "protonet"]
+    assert from_file["metric"]["per_task"] == drawn["metric"]["per_task"]
+    assert from_file["suite"]["protocol"]["test_episodes_sha256"]
+    assert from_file["suite"]["protocol_hash"] != drawn["suite"]["protocol_hash"]
