@@ -31,6 +31,12 @@ class TaskBatch:
     identity: bytes | None = None  # what determines the tensors, when cheaper to hash than they are
     support_classes: torch.Tensor | None = None
     query_classes: torch.Tensor | None = None
+    # Inputs that a model computed from the data (frozen sentence embeddings) differ in their last
+    # bits between CPU instruction sets, while what was read is the same: for such inputs the
+    # contents hash covers the examples' ids (B, n_support + n_query) and the key of the data and
+    # the model that computed them (``inputs_key``) instead of the floats.
+    example_ids: torch.Tensor | None = None
+    inputs_key: bytes | None = None
 
     def __len__(self) -> int:
         return self.support_x.shape[0]
@@ -47,8 +53,10 @@ class TaskBatch:
     def map_tensors(self, function: Callable[[torch.Tensor], torch.Tensor], identity: bytes | None = None) -> TaskBatch:
         """``function`` applied to every tensor, the optional class indices included."""
         support_x, support_y, query_x, query_y = (function(t) for t in self.tensors())
-        support_classes, query_classes = (None if t is None else function(t) for t in (self.support_classes, self.query_classes))
-        return TaskBatch(support_x, support_y, query_x, query_y, identity, support_classes, query_classes)
+        support_classes, query_classes, example_ids = (None if t is None else function(t) for t in
+                                                       (self.support_classes, self.query_classes, self.example_ids))
+        return TaskBatch(support_x, support_y, query_x, query_y, identity, support_classes, query_classes,
+                         example_ids, self.inputs_key)
 
     def update_hash(self, digest: Any) -> None:
         """Feed what determines these episodes into ``digest`` (hashlib object)."""
@@ -62,9 +70,11 @@ class TaskBatch:
     def update_contents_hash(self, digest: Any) -> None:
         """Feed the tensors exactly as the algorithms receive them into ``digest``, episode by episode,
         so the hash covers the bytes read (pixels after decoding, normalisation, token ids) and does
-        not depend on how many episodes were materialised at once."""
-        tensors = [tensor.detach().cpu().contiguous() for tensor in self.tensors()]
-        layout = "".join(f"{t.dtype}{tuple(t.shape[1:])}" for t in tensors).encode()
+        not depend on how many episodes were materialised at once. Model-computed inputs count by
+        the ids of the examples they were computed from (``example_ids``)."""
+        read = (self.support_y, self.query_y, self.example_ids) if self.example_ids is not None else self.tensors()
+        tensors = [tensor.detach().cpu().contiguous() for tensor in read]
+        layout = "".join(f"{t.dtype}{tuple(t.shape[1:])}" for t in tensors).encode() + (self.inputs_key or b"")
         for i in range(len(self)):
             digest.update(layout)
             for tensor in tensors:
@@ -113,10 +123,12 @@ def class_groups(class_names: list[str], ways: int) -> list[torch.Tensor]:
     return [torch.tensor(members) for _, members in sorted(by_group.items()) if len(members) >= ways]
 
 
-def classification_batch(x: torch.Tensor, classes: torch.Tensor, shots: int, identity: bytes) -> TaskBatch:
+def classification_batch(x: torch.Tensor, classes: torch.Tensor, shots: int, identity: bytes,
+                         example_ids: torch.Tensor | None = None, inputs_key: bytes | None = None) -> TaskBatch:
     """Split (B, ways, shots + queries, *input_shape) examples, ordered class by class, into support and query sets.
 
     Labels are 0..ways-1 in the order of ``classes`` (B, ways), each class's index in its split.
+    ``example_ids`` (B, ways, shots + queries) with ``inputs_key``: see ``TaskBatch.example_ids``.
     """
     b, ways, k = x.shape[:3]
     labels = torch.arange(ways, device=x.device).view(1, ways, 1)
@@ -132,6 +144,9 @@ def classification_batch(x: torch.Tensor, classes: torch.Tensor, shots: int, ide
         identity=identity,
         support_classes=per_example(classes.unsqueeze(-1), shots),
         query_classes=per_example(classes.unsqueeze(-1), k - shots),
+        example_ids=None if example_ids is None else torch.cat(
+            (example_ids[:, :, :shots].flatten(1), example_ids[:, :, shots:].flatten(1)), dim=1),
+        inputs_key=inputs_key,
     )
 
 

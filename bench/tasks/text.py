@@ -36,6 +36,9 @@ def _word_id_inputs(model: TextModel, examples: TextExamples, train_classes: lis
 
 ENCODER_INPUTS = {"minilm": _sentence_embedding_inputs, "wordcnn": _word_id_inputs}
 """What each encoder reads of the texts, and the cache key that names it (part of every episode's hash)."""
+COMPUTED_INPUTS: frozenset[str] = frozenset({"minilm"})
+"""Encoders whose inputs are a model's floating-point output (their last bits depend on the CPU's
+instruction set): their episodes' contents hash counts the example ids and the inputs' key."""
 
 
 class TextTasks(ClassEpisodes):
@@ -78,6 +81,7 @@ class TextTasks(ClassEpisodes):
         self.inputs = inputs.to(device)
         # An episode's identity: the key of the inputs (dataset and encoder) and the drawn indices.
         self.input_key = input_key
+        self.computed_inputs = model.encoder in COMPUTED_INPUTS
         self.device = device
 
     @property
@@ -90,4 +94,6 @@ class TextTasks(ClassEpisodes):
         identity = hashlib.sha256(self.input_key.encode() + classes.numpy().tobytes() + positions.numpy().tobytes())
         classes, positions = classes.to(self.device), positions.to(self.device)
         rows = self.members[self.split_classes[split][classes].unsqueeze(-1), positions]  # (B, ways, k) example ids
+        if self.computed_inputs:
+            return classification_batch(self.inputs[rows], classes, shots, identity.digest(), rows, self.input_key.encode())
         return classification_batch(self.inputs[rows], classes, shots, identity.digest())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -99,6 +100,42 @@ def test_both_encoders_see_the_same_episodes(tmp_path, monkeypatch):
     # Each embedding row is the example's index times 384: recover the indices and compare with the word ids.
     indices = (b.query_x[..., 0] / 384).long()
     assert torch.equal(words.inputs[indices], a.query_x)
+
+
+def test_sentence_embedding_episodes_hash_what_was_read_not_the_encoder_s_last_bits(tmp_path, monkeypatch):
+    # MiniLM's floats differ in their last bits between CPU instruction sets (AVX2 and AVX-512 here),
+    # while the texts, the weights and the drawn examples are the same: the contents hash counts
+    # the examples' ids and the inputs' key; word ids, which are what was read, count themselves.
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(text_features, "_encode",
+                        lambda texts: torch.randn(len(texts), 384, generator=torch.Generator().manual_seed(0)))
+    suite = load_suite(str(generated_dataset(tmp_path, encoder="minilm")))
+
+    def contents(source: TextTasks, seed: int = 0, episodes: range = range(6)) -> str:
+        digest = hashlib.sha256()
+        source.batch("test", seed, episodes).update_contents_hash(digest)
+        return digest.hexdigest()
+
+    here = TextTasks(suite, CPU)
+    elsewhere = TextTasks(suite, CPU)
+    elsewhere.inputs = torch.nextafter(here.inputs, torch.full_like(here.inputs, 2.0))  # one ulp up everywhere
+    assert not torch.equal(here.batch("test", 0, range(6)).query_x, elsewhere.batch("test", 0, range(6)).query_x)
+    assert contents(here) == contents(elsewhere)
+    assert contents(here) != contents(here, seed=1)
+    # Episode by episode: the same whatever number of episodes a batch holds.
+    digest = hashlib.sha256()
+    for start in (0, 4):
+        here.batch("test", 0, range(start, min(start + 4, 6))).update_contents_hash(digest)
+    assert digest.hexdigest() == contents(here)
+    # Another dataset (or encoder weights) is another key.
+    (tmp_path / "other").mkdir()
+    other = TextTasks(load_suite(str(generated_dataset(tmp_path / "other", encoder="minilm", per_class=13))), CPU)
+    assert contents(other) != contents(here)
+    words = TextTasks(load_suite(str(generated_dataset(tmp_path))), CPU)
+    changed = TextTasks(load_suite(str(generated_dataset(tmp_path))), CPU)
+    changed.inputs = changed.inputs.clone()
+    changed.inputs[changed.inputs == UNKNOWN] = PAD
+    assert contents(words) != contents(changed)
 
 
 def test_the_embedding_cache_is_reused_without_loading_the_model(tmp_path, monkeypatch):
