@@ -98,8 +98,10 @@ COMMITTED = [
 
 
 def _committed(pattern: str) -> Path:
-    [path] = sorted(ROOT.glob(pattern))
-    return path
+    """The newest record of the pattern (run ids begin with their UTC time): a rewritten baseline's."""
+    found = sorted(ROOT.glob(pattern))
+    assert found, f"no committed record matches {pattern}"
+    return found[-1]
 
 
 @pytest.mark.parametrize("pattern", COMMITTED)
