@@ -136,16 +136,20 @@ def classification_batch(x: torch.Tensor, classes: torch.Tensor, shots: int, ide
     def per_example(values: torch.Tensor, n: int) -> torch.Tensor:
         return values.expand(b, ways, n).flatten(1)
 
+    def support_and_query(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, ways, shots + queries, ...) -> (B, ways * shots, ...), (B, ways * queries, ...)."""
+        return values[:, :, :shots].flatten(1, 2), values[:, :, shots:].flatten(1, 2)
+
+    support_x, query_x = support_and_query(x)
     return TaskBatch(
-        support_x=x[:, :, :shots].flatten(1, 2),
+        support_x=support_x,
         support_y=per_example(labels, shots),
-        query_x=x[:, :, shots:].flatten(1, 2),
+        query_x=query_x,
         query_y=per_example(labels, k - shots),
         identity=identity,
         support_classes=per_example(classes.unsqueeze(-1), shots),
         query_classes=per_example(classes.unsqueeze(-1), k - shots),
-        example_ids=None if example_ids is None else torch.cat(
-            (example_ids[:, :, :shots].flatten(1), example_ids[:, :, shots:].flatten(1)), dim=1),
+        example_ids=None if example_ids is None else torch.cat(support_and_query(example_ids), dim=1),
         inputs_key=inputs_key,
     )
 

@@ -81,7 +81,8 @@ class TextTasks(ClassEpisodes):
         self.inputs = inputs.to(device)
         # An episode's identity: the key of the inputs (dataset and encoder) and the drawn indices.
         self.input_key = input_key
-        self.computed_inputs = model.encoder in COMPUTED_INPUTS
+        # What stands for the inputs in the contents hash, where they are a model's output (else the inputs themselves).
+        self.contents_key = input_key.encode() if model.encoder in COMPUTED_INPUTS else None
         self.device = device
 
     @property
@@ -94,6 +95,5 @@ class TextTasks(ClassEpisodes):
         identity = hashlib.sha256(self.input_key.encode() + classes.numpy().tobytes() + positions.numpy().tobytes())
         classes, positions = classes.to(self.device), positions.to(self.device)
         rows = self.members[self.split_classes[split][classes].unsqueeze(-1), positions]  # (B, ways, k) example ids
-        if self.computed_inputs:
-            return classification_batch(self.inputs[rows], classes, shots, identity.digest(), rows, self.input_key.encode())
-        return classification_batch(self.inputs[rows], classes, shots, identity.digest())
+        return classification_batch(self.inputs[rows], classes, shots, identity.digest(),
+                                    rows if self.contents_key else None, self.contents_key)
