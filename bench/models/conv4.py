@@ -44,35 +44,73 @@ class Conv4(FunctionalNetwork):
     def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
         """(B, n, C, H, W) -> (B, n, feature_dim); batch-norm statistics over the first ``stats_from`` images (all when None)."""
         tasks, n = x.shape[:2]
-        # channels_last: every layer then runs channels_last, in which oneDNN's convolutions with
-        # few input channels (the first layer) ran 1.3-2x faster (measured). Except for one task of
-        # 1-channel images (Omniglot at chunk 1): a single channel is contiguous in both formats,
-        # and PyTorch then runs every layer contiguous; forcing channels_last after the first
-        # convolution moved `bench perf`'s query step by -10% to +13% depending on the chunk (AMD
-        # EPYC, ad hoc), so it is not done.
-        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:]).contiguous(memory_format=torch.channels_last)
+
+        def full(name: str, shape: tuple[int, ...]) -> torch.Tensor:
+            value = params[name]
+            return value.expand(tasks, *shape) if value.dim() == len(shape) else value
 
         def per_task(name: str, shape: tuple[int, ...]) -> torch.Tensor:
-            value = params[name]
-            if value.dim() == len(shape):
-                value = value.expand(tasks, *shape)
-            return value.reshape(tasks * shape[0], *shape[1:])
+            return full(name, shape).reshape(tasks * shape[0], *shape[1:])
 
+        # channels_last: every layer then runs channels_last, in which oneDNN's convolutions and
+        # max-pool ran 1.3-2x faster (measured); a 1-channel input is both layouts at once, so the
+        # first block of a 1-channel network is built channels_last below.
+        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:]).contiguous(memory_format=torch.channels_last)
         for index, block in enumerate(self.blocks):
             prefix = f"blocks.{index}"
-            conv, norm = cast(nn.Conv2d, block.conv), cast(nn.BatchNorm2d, block.norm)
-            weight = per_task(f"{prefix}.conv.weight", tuple(conv.weight.shape))
-            bias = per_task(f"{prefix}.conv.bias", tuple(cast(torch.Tensor, conv.bias).shape))
-            h = F.conv2d(h, weight, bias, padding=1, groups=tasks)
-            gamma = per_task(f"{prefix}.norm.weight", tuple(norm.weight.shape))
-            beta = per_task(f"{prefix}.norm.bias", tuple(norm.bias.shape))
-            if stats_from is None:
-                h = F.batch_norm(h, None, None, gamma, beta, training=True, eps=BN_EPS)
+            conv = cast(nn.Conv2d, block.conv)
+            bias_shape = tuple(cast(torch.Tensor, conv.bias).shape)
+            shapes = {f"{prefix}.conv.weight": tuple(conv.weight.shape), f"{prefix}.conv.bias": bias_shape,
+                      f"{prefix}.norm.weight": bias_shape, f"{prefix}.norm.bias": bias_shape}
+            if index == 0 and conv.in_channels == 1:
+                weight, bias, gamma, beta = (full(name, shape) for name, shape in shapes.items())
+                h = normalized_first_convolution(x, weight, bias, gamma, beta, stats_from)
             else:
-                var, mean = torch.var_mean(h[:stats_from], dim=(0, 2, 3), keepdim=True, correction=0)
-                h = (h - mean) * torch.rsqrt(var + BN_EPS) * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
+                weight, bias, gamma, beta = (per_task(name, shape) for name, shape in shapes.items())
+                h = F.conv2d(h, weight, bias, padding=1, groups=tasks)
+                if stats_from is None:
+                    h = F.batch_norm(h, None, None, gamma, beta, training=True, eps=BN_EPS)
+                else:
+                    var, mean = torch.var_mean(h[:stats_from], dim=(0, 2, 3), keepdim=True, correction=0)
+                    h = (h - mean) * torch.rsqrt(var + BN_EPS) * gamma.view(1, -1, 1, 1) + beta.view(1, -1, 1, 1)
             # max-pool before ReLU: the two commute exactly (both monotone; at ties both route the
             # gradient to the same element or to nothing), and ReLU then touches a quarter of the
             # elements (about 9% of a MAML step here, measured).
             h = F.relu(F.max_pool2d(h, 2))
         return h.reshape(n, tasks, -1).transpose(0, 1)
+
+
+def normalized_first_convolution(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor,
+                                 beta: torch.Tensor, stats_from: int | None) -> torch.Tensor:
+    """Batch norm of a 3x3 convolution (padding 1) of the network's input, as one matrix product per
+    task: (B, n, C, H, W) and per-task (B, F, C, 3, 3), (B, F) parameters -> (n, B * F, H, W), channels_last.
+
+    A convolution output's batch statistics are those of the input's 3x3 patches seen through the
+    weights: mean w.p_mean + b and variance w' P_cov w (per task, over the statistics' images and
+    every position). The input's patch moments are constants of the episode, so batch norm folds
+    into the weights and bias (scale gamma / sqrt(var + eps)) and the large first feature map is
+    written once, with no normalisation pass over it forward or backward (its batch norm was
+    about a fifth of a query step on Omniglot, measured). Equal to convolution then batch norm up
+    to rounding (tests/models/test_conv4.py); for few input channels only, since the patch
+    covariance costs (9 C)^2 per position.
+    """
+    tasks, n, channels, height, width = x.shape
+    filters, patch = weight.shape[1], channels * 9
+    patches = F.unfold(x.reshape(tasks * n, channels, height, width), 3, padding=1).view(tasks, n, patch, height * width)
+    source = patches if stats_from is None else patches[:, :stats_from]
+    source = source.transpose(1, 2).reshape(tasks, patch, -1)
+    patch_mean = source.mean(-1)
+    centred = source - patch_mean.unsqueeze(-1)
+    patch_cov = centred @ centred.transpose(1, 2) / centred.shape[-1]
+    flat = weight.reshape(tasks, filters, patch)
+    mean = (flat @ patch_mean.unsqueeze(-1)).squeeze(-1) + bias
+    var = ((flat @ patch_cov) * flat).sum(-1)
+    scale = gamma * torch.rsqrt(var + BN_EPS)
+    rows = patches.transpose(2, 3).reshape(tasks, n * height * width, patch)
+    out = torch.baddbmm(((bias - mean) * scale + beta).unsqueeze(1), rows, (flat * scale.unsqueeze(-1)).transpose(1, 2))
+    out = out.view(tasks, n, height, width, filters)
+    if tasks > 1:  # tasks side by side in the channel dimension, as the grouped convolutions that follow take them
+        out = out.permute(1, 2, 3, 0, 4).reshape(n, height, width, tasks * filters)
+    else:
+        out = out[0]
+    return out.permute(0, 3, 1, 2)

@@ -63,7 +63,9 @@ def worst_difference(ours, reference):
     ours = {k.removeprefix("backbone."): v for k, v in ours.items() if k.startswith("backbone.")}
     reference = {k.removeprefix("backbone."): v for k, v in reference.items() if k.startswith("backbone.")}
     assert set(ours) == set(reference)
-    assert all(g.abs().max() > 0 for g in ours.values())  # every parameter gets a meta-gradient
+    # Every parameter gets a meta-gradient, but for a convolution bias that batch norm removes: its
+    # true gradient is 0, which Conv-4's folded first block gives exactly and learn2learn as rounding.
+    assert all(ours[k].abs().max() > 0 or reference[k].abs().max() < 1e-12 for k in ours)
     return max((ours[k] - reference[k]).abs().max().item() for k in ours)
 
 
