@@ -89,28 +89,39 @@ def normalized_first_convolution(x: torch.Tensor, weight: torch.Tensor, bias: to
     weights: mean w.p_mean + b and variance w' P_cov w (per task, over the statistics' images and
     every position). The input's patch moments are constants of the episode, so batch norm folds
     into the weights and bias (scale gamma / sqrt(var + eps)) and the large first feature map is
-    written once, with no normalisation pass over it forward or backward (its batch norm was
-    about a fifth of a query step on Omniglot, measured). Equal to convolution then batch norm up
+    written once, with no normalisation pass over it forward or backward (batch norm's passes were
+    a fifth of an Omniglot query step, most of them on this map; measured with torch.profiler). Equal to convolution then batch norm up
     to rounding (tests/models/test_conv4.py); for few input channels only, since the patch
     covariance costs (9 C)^2 per position.
     """
     tasks, n, channels, height, width = x.shape
-    filters, patch = weight.shape[1], channels * 9
-    patches = F.unfold(x.reshape(tasks * n, channels, height, width), 3, padding=1).view(tasks, n, patch, height * width)
-    source = patches if stats_from is None else patches[:, :stats_from]
-    source = source.transpose(1, 2).reshape(tasks, patch, -1)
-    patch_mean = source.mean(-1)
-    centred = source - patch_mean.unsqueeze(-1)
-    patch_cov = centred @ centred.transpose(1, 2) / centred.shape[-1]
+    filters, patch, positions = weight.shape[1], channels * 9, height * width
+    rows = patch_rows(x)  # (B, n * H * W, 9 C + 1)
+    source = rows[:, : (n if stats_from is None else stats_from) * positions, :patch]
+    patch_mean = source.mean(1)
+    centred = source - patch_mean.unsqueeze(1)
+    patch_cov = centred.transpose(1, 2) @ centred / centred.shape[1]
     flat = weight.reshape(tasks, filters, patch)
     mean = (flat @ patch_mean.unsqueeze(-1)).squeeze(-1) + bias
     var = ((flat @ patch_cov) * flat).sum(-1)
     scale = gamma * torch.rsqrt(var + BN_EPS)
-    rows = patches.transpose(2, 3).reshape(tasks, n * height * width, patch)
-    out = torch.baddbmm(((bias - mean) * scale + beta).unsqueeze(1), rows, (flat * scale.unsqueeze(-1)).transpose(1, 2))
-    out = out.view(tasks, n, height, width, filters)
-    if tasks > 1:  # tasks side by side in the channel dimension, as the grouped convolutions that follow take them
-        out = out.permute(1, 2, 3, 0, 4).reshape(n, height, width, tasks * filters)
-    else:
-        out = out[0]
+    # The bias as the weight of the rows' constant column: no broadcast pass over the output.
+    folded = torch.cat([flat * scale.unsqueeze(-1), ((bias - mean) * scale + beta).unsqueeze(-1)], -1)
+    out = torch.bmm(rows, folded.transpose(1, 2))
+    if tasks == 1:
+        return out.view(n, height, width, filters).permute(0, 3, 1, 2)
+    # Tasks side by side in the channel dimension, as the grouped convolutions that follow take them.
+    out = out.view(tasks, n, height, width, filters).permute(1, 2, 3, 0, 4).reshape(n, height, width, tasks * filters)
     return out.permute(0, 3, 1, 2)
+
+
+def patch_rows(x: torch.Tensor) -> torch.Tensor:
+    """(B, n, C, H, W) -> (B, n * H * W, 9 C + 1): each position's 3x3 patch (zero padding 1) in
+    ``F.conv2d``'s weight order, then a 1; written in one pass from a strided view of the padded input."""
+    tasks, n, channels, height, width = x.shape
+    padded = F.pad(x.reshape(tasks * n, channels, height, width), (1, 1, 1, 1))
+    windows = padded.unfold(2, 3, 1).unfold(3, 3, 1).permute(0, 2, 3, 1, 4, 5)  # (B n, H, W, C, 3, 3), a view
+    rows = x.new_empty(tasks * n, height, width, channels * 9 + 1)
+    rows[..., :-1].view(tasks * n, height, width, channels, 3, 3).copy_(windows)
+    rows[..., -1] = 1
+    return rows.view(tasks, n * height * width, channels * 9 + 1)
