@@ -90,9 +90,9 @@ def normalized_first_convolution(x: torch.Tensor, weight: torch.Tensor, bias: to
     every position). The input's patch moments are constants of the episode, so batch norm folds
     into the weights and bias (scale gamma / sqrt(var + eps)) and the large first feature map is
     written once, with no normalisation pass over it forward or backward (batch norm's passes were
-    a fifth of an Omniglot query step, most of them on this map; measured with torch.profiler). Equal to convolution then batch norm up
-    to rounding (tests/models/test_conv4.py); for few input channels only, since the patch
-    covariance costs (9 C)^2 per position.
+    a fifth of an Omniglot query step, most of them on this map; measured with torch.profiler).
+    Equal to convolution then batch norm up to rounding (tests/models/test_conv4.py); used for
+    1-channel inputs only, where it was measured (the patch covariance costs (9 C)^2 per position).
     """
     tasks, n, channels, height, width = x.shape
     filters, patch, positions = weight.shape[1], channels * 9, height * width
