@@ -233,6 +233,19 @@ def test_one_burst_of_load_cannot_choose_a_slow_chunk(monkeypatch):
     assert set(samples) == {"1", "2", "4", "8", "16", "25"}
 
 
+def test_a_larger_chunk_must_be_clearly_faster_to_be_chosen():
+    from bench.run.execution import MEMORY_MARGIN, fastest
+
+    near = 1 - MEMORY_MARGIN / 2
+    # First-order MAML, 5 steps, Omniglot: chunk 4 was 1% faster than chunk 2 at twice its memory.
+    assert fastest({"1": [3.85] * 5, "2": [2.81] * 5, "4": [2.78] * 5}) == 2
+    assert fastest({"1": [1.0] * 5, "2": [near] * 5}) == 1
+    clear = 1 - 2 * MEMORY_MARGIN
+    assert fastest({"1": [1.0] * 5, "2": [clear] * 5, "4": [clear * near] * 5}) == 2
+    assert fastest({"1": [1.0] * 5, "2": [clear] * 5, "4": [clear * clear] * 5}) == 4
+    assert fastest({"1": [0.5] * 5, "2": [1.0] * 5}) == 1  # a smaller chunk that is fastest outright
+
+
 def test_a_quiet_machine_stops_when_the_order_is_clear_and_a_noisy_one_goes_on(monkeypatch):
     from bench.run.execution import MAX_ROUNDS, fastest, measure_task_chunks
 
