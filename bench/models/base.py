@@ -35,6 +35,12 @@ class FunctionalNetwork(nn.Module):
     def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
         raise NotImplementedError
 
+    def shared_encoding(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with the work that reads only ``task_shared_names`` parameters done, in a form
+        ``features`` takes again; the identity here. Inner loops that adapt none of those
+        parameters compute it once per task instead of at every step."""
+        return x
+
     def head(self, params: Params, h: torch.Tensor) -> torch.Tensor:
         return linear(params, self.head_prefix, h)
 

@@ -7,8 +7,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.config import TextModel
+from bench.datasets.text_features import MINILM_DIM
 from bench.models.base import FunctionalNetwork, Params, linear
 from bench.models.init import reset_parameters_
+from bench.models.minilm import MiniLMEncoder
 
 PAD = 0  # bench.datasets.text_features.PAD
 
@@ -17,7 +19,10 @@ class TextNet(FunctionalNetwork):
     """Encoder, then Linear+ReLU layers of widths ``hidden``, then a linear head (``head_layer``).
 
     With ``encoder: minilm`` the inputs are the frozen sentence embeddings (B, n, 384) and only the
-    layers above them learn. With ``encoder: wordcnn`` the inputs are word ids (B, n, max_tokens),
+    layers above them learn. With ``encoder: minilm-finetune`` the inputs are word-piece ids
+    (B, n, L) and the transformer's top layers train too (:class:`bench.models.minilm.MiniLMEncoder`),
+    shared by the tasks: the inner loops adapt the layers above it. With ``encoder: wordcnn`` the
+    inputs are word ids (B, n, max_tokens),
     PAD-padded, and the encoder learns too: word embedding, a 1-d convolution (padding keeps the
     length), ReLU, and max-pooling over each text's own tokens (PAD positions masked).
 
@@ -34,6 +39,8 @@ class TextNet(FunctionalNetwork):
             self.conv = nn.Conv1d(config.embedding_dim, config.filters, config.kernel_size,
                                   padding=config.kernel_size // 2, device="meta")
             width = config.filters
+        elif config.encoder == "minilm-finetune":
+            width = MINILM_DIM
         else:
             width = in_shape[0]
         widths = [width, *config.hidden]
@@ -43,7 +50,13 @@ class TextNet(FunctionalNetwork):
         self.to_empty(device="cpu")
         reset_parameters_(self, generator)
         # Parameters that inner loops leave shared across tasks (meta-learned by the outer loop only).
-        self.task_shared_names = ("embedding.weight",) if self.encoder == "wordcnn" and not config.adapt_embeddings else ()
+        self.task_shared_names: tuple[str, ...] = ()
+        if self.encoder == "wordcnn" and not config.adapt_embeddings:
+            self.task_shared_names = ("embedding.weight",)
+        if self.encoder == "minilm-finetune":
+            # Pre-trained, so built after the seeded initialisation of the layers above it.
+            self.transformer = MiniLMEncoder(config.finetune_layers, config.pooling)
+            self.task_shared_names = self.transformer.trainable_names("transformer.")
 
     def encode(self, params: Params, ids: torch.Tensor) -> torch.Tensor:
         """Word ids (B, n, L) -> (B, n, filters): the word-CNN's max-pooled sentence vectors."""
@@ -76,9 +89,25 @@ class TextNet(FunctionalNetwork):
         mask = present.squeeze(-1).transpose(0, 1).unsqueeze(2)  # (n, B, 1, L)
         return (h * mask).amax(dim=-1).transpose(0, 1)  # after ReLU every value is >= 0, so masked zeros never win
 
+    def shared_encoding(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        """Word-piece ids (B, n, L) -> the transformer's sentence embeddings (B, n, 384), which ``features`` takes as
+        they are (floating point); anything else unchanged."""
+        return self._sentence_embeddings(params, x) if self.encoder == "minilm-finetune" else x
+
+    def _sentence_embeddings(self, params: Params, x: torch.Tensor) -> torch.Tensor:
+        if x.is_floating_point():  # encoded already (shared_encoding)
+            return x
+        tasks, n, length = x.shape
+        return self.transformer(params, x.reshape(tasks * n, length), prefix="transformer.").view(tasks, n, -1)
+
     def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
         """(B, n, 384) embeddings or (B, n, L) word ids -> (B, n, feature_dim); no batch norm, so ``stats_from`` is unused."""
-        h = self.encode(params, x) if self.encoder == "wordcnn" else x
+        if self.encoder == "wordcnn":
+            h = self.encode(params, x)
+        elif self.encoder == "minilm-finetune":
+            h = self._sentence_embeddings(params, x)
+        else:
+            h = x
         for index in range(len(self.layers)):
             h = F.relu(linear(params, f"layers.{index}", h))
         return h

@@ -273,6 +273,10 @@ def _text_encoder(model: dict[str, Any]) -> str:
     above = f" + MLP {'-'.join(str(w) for w in model['hidden'])}" if model.get("hidden") else ""
     if model.get("encoder") == "minilm":
         return f"encoder frozen all-MiniLM-L6-v2{above}"
+    if model.get("encoder") == "minilm-finetune":
+        layers = model.get("finetune_layers")
+        trained = "every layer and the embeddings" if layers == "all" else f"top {layers} of 6 layers"
+        return f"encoder all-MiniLM-L6-v2 fine-tuned ({trained} trained, {model.get('pooling')} pooling){above}"
     return (f"encoder word-CNN from scratch ({model.get('embedding_dim')}-d words, {model.get('filters')} filters of "
             f"width {model.get('kernel_size')}, {model.get('max_tokens')} tokens, vocabulary "
             f"{model.get('vocabulary_size')}){above}")

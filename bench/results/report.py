@@ -159,7 +159,7 @@ def latex(caption: str, label: str, table: pd.DataFrame, notes: list[str]) -> st
 
 # --- figures ------------------------------------------------------------------------------------
 
-ENCODER_NAMES: dict[str, str] = {"minilm": "MiniLM", "wordcnn": "word-CNN"}
+ENCODER_NAMES: dict[str, str] = {"minilm": "MiniLM", "wordcnn": "word-CNN", "minilm-finetune": "MiniLM fine-tuned"}
 MODEL_NAMES: dict[str, Callable[[dict[str, Any]], str]] = {
     "conv4": lambda model: f"Conv-4-{model.get('filters')}",
     "resnet12": lambda model: "ResNet-12",

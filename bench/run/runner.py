@@ -357,7 +357,7 @@ def _base_record(plan: RunPlan, run: PlannedRun, run_id: str) -> dict[str, Any]:
         },
         "environment": environment(plan.device),
         "started_at": records.utc_now(),
-    }
+    } | ({"inputs": notes} if (notes := getattr(plan.episodes.source if plan.episodes else None, "input_notes", None)) else {})
 
 
 def build_algorithm(plan: RunPlan, run: PlannedRun, episodes: Episodes) -> Algorithm:

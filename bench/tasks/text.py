@@ -10,7 +10,16 @@ import torch
 from bench.config import Suite, TextData, TextModel
 from bench.datasets.base import cache_key, cached_tensor
 from bench.datasets.text import TextExamples, load_examples, split_members
-from bench.datasets.text_features import TOKEN, build_vocabulary, sentence_embeddings, word_ids
+from bench.datasets.text_features import (
+    MINILM,
+    MINILM_MAX_SEQ_LENGTH,
+    TOKEN,
+    build_vocabulary,
+    minilm_tokens,
+    sentence_embeddings,
+    tokenizer_sha256,
+    word_ids,
+)
 from bench.tasks.base import TaskBatch, classification_batch
 from bench.tasks.classes import ClassEpisodes
 
@@ -34,7 +43,19 @@ def _word_id_inputs(model: TextModel, examples: TextExamples, train_classes: lis
     return cached_tensor("text-words", key, build), key
 
 
-ENCODER_INPUTS = {"minilm": _sentence_embedding_inputs, "wordcnn": _word_id_inputs}
+def _word_piece_inputs(model: TextModel, examples: TextExamples, train_classes: list[str],
+                       train_texts: list[str]) -> tuple[torch.Tensor, str]:
+    """all-MiniLM-L6-v2's word-piece ids (tokenized once per dataset, cached), truncated at the model's limit."""
+    key = cache_key(dataset=examples.key, model=MINILM, tokenizer=tokenizer_sha256(), max_seq_length=MINILM_MAX_SEQ_LENGTH)
+    return cached_tensor("text-wordpieces", key, lambda: minilm_tokens(examples.texts)[0]), key
+
+
+def _untruncated_lengths(examples: TextExamples, key: str) -> torch.Tensor:
+    return cached_tensor("text-wordpiece-lengths", key, lambda: minilm_tokens(examples.texts)[1])
+
+
+ENCODER_INPUTS = {"minilm": _sentence_embedding_inputs, "wordcnn": _word_id_inputs,
+                  "minilm-finetune": _word_piece_inputs}
 """What each encoder reads of the texts, and the cache key that names it (part of every episode's hash)."""
 COMPUTED_INPUTS: frozenset[str] = frozenset({"minilm"})
 """Encoders whose inputs are a model's floating-point output (their last bits depend on the CPU's
@@ -49,7 +70,8 @@ class TextTasks(ClassEpisodes):
     and a random order of each class's own examples, and gathers the inputs in one indexing
     operation. The draws do not depend on the encoder, so the frozen and the trainable encoder see
     the same episodes. Inputs are the frozen sentence embeddings (``encoder: minilm``) or word ids
-    with a vocabulary of the training classes' texts only (``encoder: wordcnn``).
+    with a vocabulary of the training classes' texts only (``encoder: wordcnn``), or word-piece
+    ids for the trainable transformer (``encoder: minilm-finetune``).
     """
 
     # Evaluation episodes materialised at once: 100 episodes of word ids are ~13,000 texts, whose
@@ -79,6 +101,16 @@ class TextTasks(ClassEpisodes):
         train_texts = [examples.texts[i] for i in train_rows[train_rows >= 0].tolist()]
         inputs, input_key = ENCODER_INPUTS[model.encoder](model, examples, splits["train"], train_texts)
         self.inputs = inputs.to(device)
+        # What the record says about the inputs beyond their key (how many texts the encoder cut).
+        self.input_notes: dict[str, object] = {}
+        if model.encoder == "minilm-finetune":
+            lengths = _untruncated_lengths(examples, input_key)
+            self.input_notes = {"tokens_limit": MINILM_MAX_SEQ_LENGTH, "texts": len(lengths),
+                                "truncated_texts": int((lengths > MINILM_MAX_SEQ_LENGTH).sum()),
+                                "longest_text_tokens": int(lengths.max()) if len(lengths) else 0}
+            if self.input_notes["truncated_texts"]:
+                log.warning("%s: %d of %d texts are longer than the encoder's %d tokens and were truncated",
+                            suite.name, self.input_notes["truncated_texts"], len(lengths), MINILM_MAX_SEQ_LENGTH)
         # An episode's identity: the key of the inputs (dataset and encoder) and the drawn indices.
         self.input_key = input_key
         # What stands for the inputs in the contents hash, where they are a model's output (else the inputs themselves).
