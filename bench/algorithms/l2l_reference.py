@@ -59,8 +59,8 @@ class L2LReference(Algorithm):
             return ("learn2learn's wrapper adapts every parameter, and this suite keeps the word embeddings shared "
                     "across tasks (set model.adapt_embeddings: true to compare)")
         if suite.model.kind == "text" and suite.model.encoder == "minilm-finetune":
-            return ("learn2learn's wrapper adapts every parameter per task, second order: through the fine-tuned "
-                    "transformer that is more than this CPU's memory and time allow, and bench shares it across tasks")
+            return ("learn2learn's wrapper adapts every parameter per task, second order, and PyTorch's CPU attention "
+                    "backward has no derivative of its own (measured: it fails); bench shares the transformer across tasks")
         return super().inapplicable(suite) or (None if learn2learn_available() else
                                                "not available here (learn2learn is not installed)")
 

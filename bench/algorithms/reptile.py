@@ -38,13 +38,9 @@ class Reptile(GradientBased):
         super().__init__(hparams, problem, generator)
         self.optimizer = torch.optim.Adam(self.parameters(), lr=hparams.outer_lr)
 
-    def backbone_is_transformer(self) -> bool:
-        # Only there: the word-CNN's per-task embedding tables are the path its stored records ran.
-        return getattr(self.backbone, "encoder", None) == "minilm-finetune"
-
     def accumulate_meta_gradient(self, batch: TaskBatch) -> torch.Tensor:
         meta = {k: v.detach() for k, v in self.backbone.params().items()}
-        adapted_sum = {k: torch.zeros_like(v) for k, v in meta.items()}
+        adapted_sum = {k: torch.zeros_like(meta[k]) for k in self.adapted_names}
         losses = []
         for chunk in self.task_chunks(batch):
             x = torch.cat([chunk.support_x, chunk.query_x], dim=1)
@@ -53,17 +49,16 @@ class Reptile(GradientBased):
             def task_loss(p: Params) -> torch.Tensor:
                 return self.problem.loss(self.backbone.functional(p, x), y)  # noqa: B023 (used within this iteration)
 
-            # Parameters the backbone keeps shared across tasks (the fine-tuned transformer) stay one copy:
-            # per-task copies of them would not fit, and they do not move in the inner loop anyway.
-            kept = set(getattr(self.backbone, "task_shared_names", ())) if self.backbone_is_transformer() else set()
-            start = {k: v.clone().requires_grad_() for k, v in per_task(meta, len(chunk), set(meta) - kept).items()}
+            # Only what the inner loop adapts gets a copy per task: the rest (the word-CNN's embeddings, the
+            # fine-tuned transformer) does not move, and per-task copies of the transformer would not fit.
+            start = {k: v.clone().requires_grad_() for k, v in per_task(meta, len(chunk), self.adapted_names).items()}
             adapted = sgd_steps(task_loss, start, self.adapted_names, self.hparams.inner_steps, self.hparams.inner_lr, False)
             for name in adapted_sum:
-                value = adapted[name].detach()
-                adapted_sum[name] += value * len(chunk) if name in kept else value.sum(dim=0)
+                adapted_sum[name] += adapted[name].detach().sum(dim=0)
             with torch.no_grad():
                 losses.append(task_loss(adapted))
         for name, param in self.backbone.named_parameters():
-            step = param.detach() - adapted_sum[name] / len(batch)
+            # What the inner loop does not adapt stays where it is: its Reptile step is zero.
+            step = param.detach() - adapted_sum[name] / len(batch) if name in adapted_sum else torch.zeros_like(param)
             param.grad = step if param.grad is None else param.grad + step
         return torch.cat(losses).mean()

