@@ -303,10 +303,11 @@ def load_record(path: Path) -> dict[str, Any]:
     return record
 
 
-# results/perf, results/cost and results/reproduce hold `bench perf*`, `bench cost` and `bench reproduce` summaries,
+# results/perf, results/cost and results/reproduce hold `bench perf*`, `bench cost` and `bench reproduce` summaries, results/gpu
+# the GPU kit's outputs (tools/gpu_check.sh: its summary and the records of its runs, shown apart),
 # results/evaluations `bench evaluate`'s records (read as the cross-domain tables of their target suites), not runs
 EVALUATIONS = "evaluations"
-MEASUREMENT_DIRS = ("perf", "cost", "reproduce", EVALUATIONS)
+MEASUREMENT_DIRS = ("perf", "cost", "reproduce", EVALUATIONS, "gpu")
 
 
 def iter_record_paths(results_dir: Path, suite: str | None = None) -> Iterator[Path]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -48,6 +49,20 @@ def test_the_gpu_kit_runs_every_step_and_brings_back_what_the_device_tool_can(tm
     files = [p for p in out.rglob("*") if p.is_file()]
     assert len(files) <= 8 and all(len(p.relative_to(out).parts) <= 3 for p in files)
     assert all(re.fullmatch(r"[A-Za-z0-9._-]+", p.name) for p in files)
+
+    # Committed as results/gpu/FOLDER/ with the archive unpacked, it makes the README's and the docs' GPU tables.
+    folder = tmp_path / "results" / "gpu" / "kit-run"
+    shutil.copytree(out, folder)
+    with tarfile.open(out / "records.tar.gz") as archive:
+        archive.extractall(folder / "records", filter="data")
+    sys.path.insert(0, str(ROOT / "tools"))
+    import update_readme
+
+    compact = update_readme.gpu_block(tmp_path / "results", compact=True)
+    assert "| protonet (omniglot-5w1s, smoke) | 4 |" in compact and "98.8 (Snell et al. 2017, Table 1)" in compact
+    assert "tests passed, perf passed, timing passed, protonet passed, maml passed" in compact
+    full = update_readme.gpu_block(tmp_path / "results", compact=False)
+    assert "### GPU kit summary" in full and "#### Runs" in full and "`results/gpu/kit-run/`" in full
 
 
 def test_the_kit_refuses_an_unknown_option_before_any_step(tmp_path):

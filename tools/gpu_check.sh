@@ -12,7 +12,7 @@
 #
 # Usage: tools/gpu_check.sh [--device cuda|cpu] [--budget full|tiny]
 # Environment: PYTHON (default python3), BENCH_DATA_DIR (holds omniglot/), KIT_TESTS (pytest
-# selection for step 1, default `-m device`), KIT_MAML_SECONDS (default 100), KIT_DEADLINE_S (default 480).
+# selection for step 1, default `-m device`), KIT_MAML_SECONDS (default 60), KIT_DEADLINE_S (default 480).
 # On a lent machine, with the wheels and data that tools/prepare_gpu_kit.sh made:
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl &&
 #   PYTHONPATH=/tmp/site BENCH_DATA_DIR=.gpu-data tools/gpu_check.sh
@@ -68,7 +68,7 @@ step() {
     | tee -a "$log"
 if [ "$budget" = full ]; then
     perf_args=() protonet=(--tier paper --set suite.meta_iterations=1500 --set suite.val_every=500)
-    maml=(--tier paper) maml_seconds=${KIT_MAML_SECONDS:-100} maml_default=300 quick=() limits=(240 200 90 200 320)
+    maml=(--tier paper) maml_seconds=${KIT_MAML_SECONDS:-60} maml_default=300 quick=() limits=(90 260 40 70 160)
 else  # seconds, not minutes, on a CPU: chunks set rather than measured, a handful of episodes
     perf_args=(--quick --rounds 1 --no-memory)
     small=(--tier smoke --task-chunk 2 --eval-chunk 5 --set suite.val_tasks=4 --set suite.test_tasks=10)

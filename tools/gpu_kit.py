@@ -153,11 +153,13 @@ def _fmt(value: Any, spec: str = ".3g") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def render(result: dict[str, Any]) -> str:
-    lines = ["# GPU kit summary", "", "| step | exit code | seconds |", "|---|---|---|"]
+def render(result: dict[str, Any], level: int = 1) -> str:
+    """The summary in Markdown, its title at heading ``level`` (its sections one below)."""
+    title, section = "#" * level, "#" * (level + 1)
+    lines = [f"{title} GPU kit summary", "", "| step | exit code | seconds |", "|---|---|---|"]
     lines += [f"| {s['step']} | {s['exit_code']} | {s['seconds']} |" for s in result["steps"]]
     tests = result["tests"]
-    lines += ["", "## Device tests (`pytest -m device`)", ""]
+    lines += ["", f"{section} Device tests (`pytest -m device`)", ""]
     if tests["ran"]:
         lines.append(f"{tests['tests']} tests, {tests['failed']} failed, {tests['skipped']} skipped, "
                      f"{tests['seconds']:.0f} s.")
@@ -165,7 +167,7 @@ def render(result: dict[str, Any]) -> str:
     else:
         lines.append("not run")
     perf = result["perf"]
-    lines += ["", "## `bench perf` (ours against learn2learn, side by side in one run)", ""]
+    lines += ["", f"{section} `bench perf` (ours against learn2learn, side by side in one run)", ""]
     if perf:
         lines += [f"Device {perf['device']}, matmul {_fmt(perf['matmul_gflops'], '.0f')} GFLOP/s; record {perf['record']}.",
                   "", "| comparison | implementation | tasks/s | vs learn2learn | peak MB | memory vs l2l | "
@@ -176,14 +178,14 @@ def render(result: dict[str, Any]) -> str:
     else:
         lines.append("no perf record")
     timing_result = result["timing"]
-    lines += ["", "## Timer against a synchronised wall clock", ""]
+    lines += ["", f"{section} Timer against a synchronised wall clock", ""]
     if timing_result:
         lines.append(f"{timing_result['method']} on {timing_result['device']}, {timing_result['steps']} MAML steps "
                      f"({timing_result['batch']}): median timer/wall per step {timing_result['median_ratio']:.3f}; "
                      f"back to back {timing_result['back_to_back']['ratio']:.3f}.")
     else:
         lines.append("not measured")
-    lines += ["", "## Runs", "", "| algorithm | suite | tier | status | device | meta-iterations | ours | published | "
+    lines += ["", f"{section} Runs", "", "| algorithm | suite | tier | status | device | meta-iterations | ours | published | "
               "meta-train tasks/s | wall s | peak MB |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in result["runs"]:
         ours = "-" if run["mean"] is None else f"{run['mean']:.2f} +- {run['ci95']:.2f}"

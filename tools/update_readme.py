@@ -5,7 +5,8 @@ full report of every suite, ``report/``, is written by ``python -m bench report`
 table (``<!-- perf -->``) has one block per machine (device and CPU model), each from that machine's newest full
 ``bench perf`` record in ``results/perf/``, the
 suite-cost table (``<!-- cost -->``) from the newest ``bench cost`` record in ``results/cost/``, the
-executor tables (``<!-- executors -->``) from every ``bench perf-executors`` record in ``results/perf/``.
+executor tables (``<!-- executors -->``) from every ``bench perf-executors`` record in ``results/perf/``, the
+GPU tables (``<!-- gpu -->``, ``<!-- gpu:compact -->``) from the GPU kit's outputs in ``results/gpu/``.
 ``tests/test_readme.py`` fails when a table and its records disagree.
 
 Usage: python tools/update_readme.py [--check]
@@ -29,6 +30,9 @@ from bench.results import reproduce  # noqa: E402
 from bench.results.leaderboard import leaderboards, render, title  # noqa: E402
 from bench.results.report import entry_records  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "tools"))
+import gpu_kit  # noqa: E402
+
 BLOCK = re.compile(r"(<!-- leaderboard:(?P<suite>[\w.-]+):(?P<tier>\w+)(?P<compact>:compact)? -->\n)(?P<body>.*?)"
                    r"(?P<end><!-- /leaderboard -->)", re.S)
 RESULTS = ROOT / "results"
@@ -40,6 +44,7 @@ EXECUTORS_BLOCK = re.compile(r"(<!-- executors -->\n)(?P<body>.*?)(<!-- /executo
 CHUNKS_BLOCK = re.compile(r"(<!-- chunks -->\n)(?P<body>.*?)(<!-- /chunks -->)", re.S)
 REPRODUCE_BLOCK = re.compile(r"(<!-- reproduce -->\n)(?P<body>.*?)(<!-- /reproduce -->)", re.S)
 FAMILY_BLOCK = re.compile(r"(<!-- algorithms:(?P<family>[\w-]+) -->\n)(?P<body>.*?)(<!-- /algorithms -->)", re.S)
+GPU_BLOCK = re.compile(r"(<!-- gpu(?P<compact>:compact)? -->\n)(?P<body>.*?)(?P<end><!-- /gpu -->)", re.S)
 CLI_BLOCK = re.compile(r"(<!-- cli-reference -->\n)(?P<body>.*?)(<!-- /cli-reference -->)", re.S)
 # The pages whose blocks are generated:
 PAGES = ("README.md", "docs/*.md", "docs/results/*.md", "docs/reference/*.md", "docs/algorithms/*.md")
@@ -118,6 +123,49 @@ def compact_table(boards: list[tuple[dict, Any]], results_dir: Path) -> str:
     return "\n\n".join(out)
 
 
+def gpu_kit_runs(results_dir: Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
+    """Each GPU kit output under ``results_dir/gpu/``: its folder, summary and git state (from its run records)."""
+    found = []
+    for path in sorted((results_dir / "gpu").glob("*/summary.json")):
+        git: dict[str, Any] = {}
+        for run in (path.parent / "records").rglob("*.json"):
+            git = json.loads(run.read_text())["environment"]["git"]
+            break
+        found.append((path.parent, json.loads(path.read_text()), git))
+    return found
+
+
+def gpu_block(results_dir: Path, compact: bool) -> str:
+    """The GPU kit's results: in full (every summary), or compact (its runs and steps, for the README)."""
+    found = gpu_kit_runs(results_dir)
+    if not found:
+        return "(no GPU kit output yet)"
+
+    def origin(folder: Path, git: dict[str, Any]) -> str:
+        dirty = " with uncommitted changes" if git.get("dirty") else ""
+        return f"`{folder.relative_to(results_dir.parent).as_posix()}/` (commit {(git.get('commit') or '?')[:7]}{dirty})"
+
+    if not compact:
+        return "\n\n".join(f"From {origin(folder, git)}:\n\n{gpu_kit.render(summary, level=3).rstrip()}"
+                            for folder, summary, git in found)
+    lines = ["| kit output | device | algorithm | meta-iterations | ours | published | meta-train tasks/s | wall s |",
+             "|---|---|---|---|---|---|---|---|"]
+    notes = []
+    for folder, summary, git in found:
+        for run in summary["runs"]:
+            published = run["published"]
+            lines.append(f"| {origin(folder, git)} | {run['device']} | {run['algorithm']} ({run['suite']}, {run['tier']}) | "
+                         f"{run['meta_iterations']} | {run['mean']:.2f} ± {run['ci95']:.2f} | "
+                         f"{'-' if not published else str(published['value']) + ' (' + published['source'] + ')'} | "
+                         f"{run['meta_train_tasks_per_s']:.0f} | {run['wall_time_s']:.0f} |")
+        steps = ", ".join(f"{s['step']} {'passed' if s['exit_code'] == 0 else 'failed (exit ' + str(s['exit_code']) + ')'}"
+                          for s in summary["steps"])
+        timing = summary.get("timing")
+        agreement = f"; CUDA-event timer / synchronised wall clock {timing['median_ratio']:.3f} per step" if timing else ""
+        notes.append(f"{origin(folder, git)}: {steps}{agreement}.")
+    return "\n".join(lines) + "\n\n" + "\n".join(f"- {note}" for note in notes)
+
+
 def regenerate(text: str, results_dir: Path = RESULTS) -> str:
     def table(match: re.Match) -> str:
         boards = leaderboards(results_dir, match["suite"], match["tier"])
@@ -177,6 +225,7 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
     if CLI_BLOCK.search(text):
         text = CLI_BLOCK.sub(lambda match: f"{match.group(1)}{cli_reference()}\n{match.group(3)}", text)
     text = EXECUTORS_BLOCK.sub(executors_table, text)
+    text = GPU_BLOCK.sub(lambda match: f"{match.group(1)}{gpu_block(results_dir, bool(match['compact']))}\n{match['end']}", text)
     return COST_BLOCK.sub(cost_table, PERF_BLOCK.sub(perf_table, BLOCK.sub(table, text)))
 
 

@@ -5,6 +5,7 @@ from bench.algorithms import (  # noqa: F401
     baseline,
     centroid,
     cnp,
+    finetune,
     fomaml,
     maml,
     maml_l2l,
@@ -15,6 +16,7 @@ from bench.algorithms import (  # noqa: F401
     protonet,
     relationnet,
     reptile,
+    setfit,
     transfer,
 )
 from bench.algorithms.base import ALGORITHMS, Algorithm, Hyperparameters, Problem, register

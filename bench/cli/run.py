@@ -26,8 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     common.add_device(parser)
     common.add_overrides(parser)
     parser.add_argument("--encoder", choices=TEXT_ENCODERS,
-                        help="text suites: the frozen sentence encoder (minilm) or a word-CNN trained from scratch "
-                             "(wordcnn); the same as --set suite.model.encoder=NAME")
+                        help="text suites: the frozen sentence encoder (minilm), the same transformer trained "
+                             "(minilm-finetune: the suite's finetune_layers top layers) or a word-CNN trained from "
+                             "scratch (wordcnn); the same as --set suite.model.encoder=NAME")
     speed = parser.add_argument_group("execution (speed and memory; recorded under `execution`, the protocol is unchanged)")
     speed.add_argument("--task-chunk", type=common.positive_int, metavar="N",
                        help="gradient-based methods: adapt N tasks of a meta-batch together (1 = per-task loop); "

@@ -33,7 +33,7 @@ def time_algorithm(plan: RunPlan, run: PlannedRun, train_steps: int, eval_episod
     algorithm = build_algorithm(plan, run, episodes)
     steps = algorithm.evaluation_steps(suite.test_inner_steps)
     configure_execution(algorithm, plan.execution, episodes.train(run.seed, 0), device,
-                        evaluation=(episodes.evaluation_sample, steps, evaluation_episodes(suite)))
+                        evaluation=(episodes.evaluation_sample, steps, evaluation_episodes(suite, algorithm.learns)))
     algorithm.train()
     seconds = []
     for iteration in range(train_steps + 1):  # the first is a warm-up
@@ -52,7 +52,7 @@ def time_algorithm(plan: RunPlan, run: PlannedRun, train_steps: int, eval_episod
         timer.start()
         algorithm.evaluate(test, steps)
         timer.stop()
-    return {"step_s": statistics.median(seconds), "episode_s": timer.seconds() / len(test)}
+    return {"step_s": statistics.median(seconds), "episode_s": timer.seconds() / len(test), "learns": algorithm.learns}
 
 
 def start_seconds(suite: str, tier: str, overrides: list[str]) -> float:
@@ -90,8 +90,9 @@ def suite_cost(suite_name: str, tier: str = "standard", encoder: str | None = No
         validations = suite.meta_iterations // suite.val_every + (suite.meta_iterations % suite.val_every != 0)
         for run in plan.runs[::seeds]:
             timed = time_algorithm(plan, run, train_steps, eval_episodes)
+            # A method that learns nothing validates once (bench/run/runner.py).
             per_run = (suite.meta_iterations * timed["step_s"]
-                       + (validations * suite.val_tasks + suite.test_tasks) * timed["episode_s"])
+                       + ((validations if timed.pop("learns") else 1) * suite.val_tasks + suite.test_tasks) * timed["episode_s"])
             rows.append({"algorithm": run.algorithm.name, **{k: round(v, 4) for k, v in timed.items()},
                          "projected_run_min": round(per_run / 60, 4)})
             total += per_run * seeds

@@ -5,10 +5,11 @@ transductive batch norm, meta-batch 32, 15 queries per class. The learn2learn re
 examples do: ``l2l.algorithms.MAML`` around a plain ``nn.Sequential`` Conv-4, one task at a time
 (``clone``, ``adapt``, query loss, ``backward``), from the same initial weights and on the same
 episodes as ours. Timings of the implementations being compared are interleaved round by round in
-this process (medians over rounds; TRAPS.md: two runs of one benchmark here differ by up to 25%,
-so only ratios measured together mean much). Peak memory is the extra resident memory of a fresh
-process during two meta-training steps (on CUDA: max allocated), so no implementation is charged
-for another's. Gradient agreement is measured in float64 on the first tasks of the same batch.
+this process (medians over rounds; two runs of one benchmark on our 2-core machines differed by up
+to 25%, so only ratios measured together mean much). Peak memory is the extra resident memory of a
+fresh process during two meta-training steps (on CUDA: max allocated above what was allocated
+before, in this process), so no implementation is charged for another's. Gradient agreement is
+measured in float64 on the first tasks of the same batch.
 Test-time adaptation (the protocol's inner steps on one evaluation call's worth of validation
 episodes, then the query scores) is compared the same way: learn2learn's clone/adapt loop, ours
 one episode at a time, at the measured evaluation chunk, and all episodes in one grouped call.
@@ -251,7 +252,7 @@ def matmul_gflops(device: torch.device, size: int = 2048, repeats: int = 10) -> 
 
 
 def flops_per_task(setting: Setting, device: torch.device, batch: TaskBatch) -> float:
-    """FLOPs of one task's meta-gradient, counted on learn2learn's per-task loop (TRAPS.md: the
+    """FLOPs of one task's meta-gradient, counted on learn2learn's per-task loop (measured: the
     counter over-counts grouped convolutions) for the gradient-based settings."""
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -365,21 +366,39 @@ def gradient_agreement(setting: Setting, device: torch.device, batch: TaskBatch,
     return max((grads[0][k] - grads[1][k]).abs().max().item() for k in grads[0])
 
 
+def _two_step_peak_mb(setting: Setting, device: torch.device, task_chunk: int | None, batch: TaskBatch) -> float:
+    """Extra peak memory of two meta-training steps of a newly built implementation."""
+    allocated_before = torch.cuda.memory_allocated(device) / 2**20 if device.type == "cuda" else 0.0
+    implementation = Implementation(setting, device, batch)
+    implementation.ours.task_chunk = task_chunk
+    memory = PeakMemory(device)  # resets the high-water mark to the resident memory now
+    baseline = allocated_before if device.type == "cuda" else resident_mb()
+    for _ in range(2):
+        implementation.step()
+    return memory.peak_mb() - baseline
+
+
 def _memory_child(setting: Setting, device_name: str, task_chunk: int | None, threads: int, queue: Any) -> None:
     torch.set_num_threads(threads)
     device = torch.device(device_name)
     _, batch, _ = batch_for(perf_suite(setting.quick), device)
-    implementation = Implementation(setting, device, batch)
-    implementation.ours.task_chunk = task_chunk
-    memory = PeakMemory(device)  # resets the high-water mark to the resident memory now
-    baseline = resident_mb()
-    for _ in range(2):
-        implementation.step()
-    queue.put(memory.peak_mb() - (0.0 if device.type == "cuda" else baseline))
+    queue.put(_two_step_peak_mb(setting, device, task_chunk, batch))
 
 
-def peak_memory_mb(setting: Setting, device: torch.device, task_chunk: int | None) -> float:
-    """Extra peak memory of two meta-training steps, in a fresh process (see the module docstring)."""
+def peak_memory_mb(setting: Setting, device: torch.device, task_chunk: int | None, batch: TaskBatch | None = None) -> float:
+    """Extra peak memory of two meta-training steps (see the module docstring).
+
+    On CUDA the allocator counts every tensor's bytes, so measuring in this process, above what was
+    allocated before the implementation was built, charges no implementation for another's (and a
+    fresh process would cost seconds of CUDA start-up per row). A CPU process's resident memory
+    keeps what earlier rows freed, so there each measurement runs in a fresh process.
+    """
+    if device.type == "cuda":
+        if batch is None:
+            _, batch, _ = batch_for(perf_suite(setting.quick), device)
+        peak = _two_step_peak_mb(setting, device, task_chunk, batch)
+        torch.cuda.empty_cache()
+        return peak
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
     process = context.Process(target=_memory_child, args=(setting, str(device), task_chunk, torch.get_num_threads(), queue))
@@ -387,7 +406,7 @@ def peak_memory_mb(setting: Setting, device: torch.device, task_chunk: int | Non
     process.join()
     if process.exitcode != 0:
         raise RuntimeError(f"the memory measurement of {setting.label} failed (exit code {process.exitcode})")
-    return queue.get()
+    return float(queue.get())
 
 
 @dataclass
@@ -418,7 +437,8 @@ def comparisons(quick: bool) -> list[Comparison]:
     return groups
 
 
-def checkpoint_memory(quick: bool, device: torch.device, steps_list: tuple[int, ...]) -> list[dict[str, Any]]:
+def checkpoint_memory(quick: bool, device: torch.device, steps_list: tuple[int, ...],
+                      batch: TaskBatch | None = None) -> list[dict[str, Any]]:
     """Peak memory of second-order MAML against inner steps, with and without checkpointing (per-task chunks)."""
     rows = []
     for steps in steps_list:
@@ -426,7 +446,7 @@ def checkpoint_memory(quick: bool, device: torch.device, steps_list: tuple[int, 
             setting = Setting("maml", "ours", inner_steps=steps, task_chunk=1, checkpoint=checkpointed, quick=quick)
             rows.append({"name": f"maml-so-{steps}step{'-checkpointed' if checkpointed else ''}-memory",
                          "inner_steps": steps, "checkpointed": checkpointed,
-                         "peak_mem_mb": round(peak_memory_mb(setting, device, 1), 1)})
+                         "peak_mem_mb": round(peak_memory_mb(setting, device, 1, batch), 1)})
     return rows
 
 
@@ -476,7 +496,7 @@ def measure_row(row: dict[str, Any], tasks_per_s: float, group: Comparison, impl
     if reference is not None and row is not reference:
         row["speedup_vs_l2l"] = round(tasks_per_s / reference["tasks_per_s"], 2)
     if memory and group.memory:
-        row["peak_mem_mb"] = round(peak_memory_mb(setting, device, chunk), 1)
+        row["peak_mem_mb"] = round(peak_memory_mb(setting, device, chunk, batch), 1)
         if reference is not None and setting.implementation == "ours" and reference["peak_mem_mb"]:
             row["memory_vs_l2l"] = round(row["peak_mem_mb"] / reference["peak_mem_mb"], 2)
     if group.agreement and setting.implementation == "ours":
@@ -559,7 +579,7 @@ def run_perf(device: torch.device, quick: bool = False, rounds: int | None = Non
     record["test_time"] = test_time_rows(suite, episodes, batch, device, rounds, quick, progress)
     if memory and checkpoint_steps:
         progress(f"checkpointing: peak memory at {', '.join(map(str, checkpoint_steps))} inner steps")
-        record["checkpoint_memory"] = checkpoint_memory(quick, device, checkpoint_steps)
+        record["checkpoint_memory"] = checkpoint_memory(quick, device, checkpoint_steps, batch)
     return record
 
 

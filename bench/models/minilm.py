@@ -14,6 +14,7 @@ deterministically, and the frozen encoder's embeddings equal this module's outpu
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -28,6 +29,16 @@ from bench.models.base import Params
 PAD_ID = 0  # [PAD] of the model's vocabulary
 BUCKET = 32  # texts encoded together, sorted by length (see ``forward``)
 Pooling = Literal["mean", "cls"]
+
+
+@dataclass(frozen=True)
+class FrozenStates:
+    """``MiniLMEncoder.lower``'s output: per length group, the hidden states after the frozen layers
+    (or the ids, when the embeddings train) and the tokens' presence mask; ``restore`` puts the
+    groups' texts back in their given order (None: one group, in order)."""
+
+    groups: list[tuple[torch.Tensor, torch.Tensor]]
+    restore: torch.Tensor | None
 
 
 def _register(root: nn.Module, name: str, tensor: torch.Tensor, trainable: bool) -> None:
@@ -114,26 +125,48 @@ class MiniLMEncoder(nn.Module):
         Texts run in groups of ``BUCKET`` of similar length, each cut to its longest text: attention
         never looks at PAD keys and pooling skips them, so this changes no text's embedding, and
         the padding of short texts to a long one (most of the compute on intent datasets) is gone."""
+        return self.upper(params, self.lower(ids), prefix)
+
+    @torch.no_grad()
+    def lower(self, ids: torch.Tensor) -> FrozenStates:
+        """The frozen layers' work on ids (N, L): what ``upper`` takes, the same whatever the trainable
+        tensors are, so a method that trains only the top layers on the same texts computes it once."""
         tensors = dict(self.named_buffers())
-        tensors.update({name: params[prefix + name] for name, _ in self.named_parameters()})
         lengths = (ids != PAD_ID).sum(-1)
         if len(ids) <= BUCKET:
-            return self._encode(tensors, ids, int(lengths.max()) if len(ids) else 1)
+            return FrozenStates([self._lower_group(tensors, ids, int(lengths.max()) if len(ids) else 1)], None)
         order = torch.argsort(lengths, stable=True)
         sorted_lengths = lengths[order].tolist()
-        pieces = [self._encode(tensors, ids[order[start:start + BUCKET]], sorted_lengths[min(start + BUCKET, len(ids)) - 1])
+        groups = [self._lower_group(tensors, ids[order[start:start + BUCKET]], sorted_lengths[min(start + BUCKET, len(ids)) - 1])
                   for start in range(0, len(ids), BUCKET)]
-        return torch.cat(pieces).index_select(0, torch.argsort(order))
+        return FrozenStates(groups, torch.argsort(order))
 
-    def _encode(self, tensors: Params, ids: torch.Tensor, length: int) -> torch.Tensor:
+    def _lower_group(self, tensors: Params, ids: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
         ids = ids[:, : max(length, 1)]
         present = ids != PAD_ID
+        if self.trains_embeddings:
+            return ids, present
+        h = self._embed(tensors, ids)
+        attend = present[:, None, None, :]
+        for index in range(self.first_trainable):
+            h = self._layer(tensors, index, h, attend)
+        return h, present
+
+    def upper(self, params: Params, states: FrozenStates, prefix: str = "") -> torch.Tensor:
+        """The trainable layers (from ``params``, under ``prefix``) and the pooling, on ``lower``'s
+        states -> (N, 384) L2-normalised embeddings, in the order of the ids given to ``lower``."""
+        tensors = dict(self.named_buffers())
+        tensors.update({name: params[prefix + name] for name, _ in self.named_parameters()})
+        pieces = [self._upper_group(tensors, h, present) for h, present in states.groups]
+        embeddings = torch.cat(pieces)
+        return embeddings if states.restore is None else embeddings.index_select(0, states.restore)
+
+    def _upper_group(self, tensors: Params, h: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
         attend = present[:, None, None, :]  # (N, 1, 1, L): every query attends to the text's own tokens
-        with torch.set_grad_enabled(torch.is_grad_enabled() and self.trains_embeddings):
-            h = self._embed(tensors, ids)
-        for index in range(self.layers):
-            with torch.set_grad_enabled(torch.is_grad_enabled() and index >= self.first_trainable):
-                h = self._layer(tensors, index, h, attend)
+        if self.trains_embeddings:
+            h = self._embed(tensors, h)
+        for index in range(self.first_trainable, self.layers):
+            h = self._layer(tensors, index, h, attend)
         if self.pooling == "cls":
             pooled = h[:, 0]
         else:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -44,18 +45,31 @@ def _without_model(protocol: dict[str, Any]) -> str:
     return json.dumps({k: v for k, v in protocol.items() if k != "model"}, sort_keys=True)
 
 
-def _floor(tables: list[entries.Table], table: entries.Table) -> float | None:
-    """The floor's mean on the same episodes: the default centroid entry of a table of the same suite
+@dataclass(frozen=True)
+class Floor:
+    """The floor's mean, and its per-episode values (averaged over seeds) where its records give them."""
+
+    mean: float
+    per_episode: np.ndarray | None
+
+
+def _floor(tables: list[entries.Table], table: entries.Table) -> Floor | None:
+    """The floor on the same episodes: the default centroid entry of a table of the same suite
     version, tier, protocol except the model (the episodes of a text suite do not depend on the
     encoder) and budget."""
     if table.protocol.get("data", {}).get("kind") != "text":
         return None
-    means = [float(np.mean([r["metric"]["mean"] for r in entry.records]))
-             for other in tables
+    found = [entry.records for other in tables
              if (other.suite_version, other.tier, other.budget) == (table.suite_version, table.tier, table.budget)
              and _without_model(other.protocol) == _without_model(table.protocol)
              for entry in other.entries if entry.algorithm == FLOOR and entry.default]
-    return float(np.mean(means)) if means else None
+    if not found:
+        return None
+    mean = float(np.mean([float(np.mean([r["metric"]["mean"] for r in floor_records])) for floor_records in found]))
+    values = [r["metric"].get("per_task") for floor_records in found for r in floor_records]
+    if any(v is None for v in values) or len({len(v) for v in values}) != 1:
+        return Floor(mean, None)
+    return Floor(mean, np.mean(np.array(values, dtype=np.float64), axis=0))
 
 
 def _not_applicable(suite: Suite | None, protocol: dict[str, Any]) -> dict[str, str]:
@@ -189,7 +203,7 @@ def leaderboards(results_dir: Path | str, suite_name: str, tier: str | None = No
     return boards
 
 
-def _board(table_entries: entries.Table, suite_name: str, floor: float | None, suite: Suite | None,
+def _board(table_entries: entries.Table, suite_name: str, floor: Floor | None, suite: Suite | None,
            trained_on: dict[str, Any] | None = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """One table's rows, ranked; published numbers (of ``suite``, the current file) beside its default entries.
     A cross-domain table (``trained_on``) shows none: they were measured on models trained on the target."""
@@ -197,7 +211,8 @@ def _board(table_entries: entries.Table, suite_name: str, floor: float | None, s
     protocol = table_entries.protocol
     table = pd.DataFrame([_row(e) for e in table_entries.entries])
     table = table.sort_values(["mean", "algorithm"], ascending=[lower, True]).reset_index(drop=True)
-    ranks, groups, tie_test = rank(table, per_episode_means(table_entries))
+    per_episode = per_episode_means(table_entries)
+    ranks, groups, tie_test = rank(table, per_episode)
     table.insert(0, "rank", ranks)
     table["tie_group"] = groups
     by_label = {e.label: e for e in table_entries.entries}
@@ -210,13 +225,18 @@ def _board(table_entries: entries.Table, suite_name: str, floor: float | None, s
     table["published_diff"] = table["mean"] - table["published_value"]
     columns = COLUMNS
     if floor is not None:
-        table["vs_floor"] = table["mean"] - floor
-        columns = [*COLUMNS[:5], "vs_floor", *COLUMNS[5:]]
+        table["vs_floor"] = table["mean"] - floor.mean
+        # The paired test of the ranks, against the floor: whether a difference from "do nothing" is more than noise.
+        table["vs_floor_p"] = [paired_p_value(per_episode[label], floor.per_episode)
+                               if per_episode is not None and floor.per_episode is not None
+                               and len(per_episode[label]) == len(floor.per_episode) else math.nan
+                               for label in table["algorithm"]]
+        columns = [*COLUMNS[:5], "vs_floor", "vs_floor_p", *COLUMNS[5:]]
     description = {
         "suite": suite_name, "suite_version": int(table_entries.suite_version), "tier": table_entries.tier,
         "protocol_hash": table_entries.protocol_hash, "metric": table_entries.records[0]["metric"]["name"],
         "lower_is_better": lower, "protocol": protocol, "budget": table_entries.budget,
-        "budget_changes": table_entries.budget_changes, "floor": floor,
+        "budget_changes": table_entries.budget_changes, "floor": floor.mean if floor is not None else None,
         "not_applicable": _not_applicable(suite, protocol), "tie_test": tie_test,
         "n_records": len(table_entries.records), "record_paths": sorted(r["_path"] for r in table_entries.records),
         "entry_records": {e.label: [r["_path"] for r in e.records] for e in table_entries.entries},
@@ -290,7 +310,8 @@ def _notes(description: dict[str, Any]) -> str:
                      "finds a difference. published_diff: ours - published.")
     if description.get("floor") is not None:
         lines.append(f"vs_floor: difference from the floor, {FLOOR} (nearest centroid on frozen all-MiniLM-L6-v2 "
-                     f"embeddings) = {description['floor']:.4g} on the same test episodes.")
+                     f"embeddings) = {description['floor']:.4g} on the same test episodes; vs_floor_p: the p-value of the "
+                     "same paired t-test against the floor's per-episode values (below 0.05: a difference from it).")
     if description.get("not_applicable"):
         by_reason: dict[str, list[str]] = {}
         for name, why in description["not_applicable"].items():

@@ -367,9 +367,9 @@ def build_algorithm(plan: RunPlan, run: PlannedRun, episodes: Episodes) -> Algor
     return run.algorithm(run.hparams, problem, generator("suite", suite.name, "init", run.seed)).to(plan.device)
 
 
-def evaluation_episodes(suite: Suite) -> int:
-    """Episodes one run adapts at test time: each validation pass and the test set."""
-    return suite.test_tasks + suite.val_tasks * math.ceil(suite.meta_iterations / suite.val_every)
+def evaluation_episodes(suite: Suite, learns: bool = True) -> int:
+    """Episodes one run adapts at test time: each validation pass (one for a method that learns nothing) and the test set."""
+    return suite.test_tasks + suite.val_tasks * (math.ceil(suite.meta_iterations / suite.val_every) if learns else 1)
 
 
 def configure_execution(algorithm: Algorithm, options: ExecutionOptions, first_batch: TaskBatch,
@@ -531,7 +531,8 @@ class TrainingLoop:
         suite, run, device = self.suite, self.run, self.device
         self.algorithm = build_algorithm(self.plan, run, self.episodes)
         saved = load_checkpoint(self.checkpoint) if self.checkpoint is not None else None
-        planned = evaluation_episodes(suite) * sum(r.algorithm.name == run.algorithm.name for r in self.plan.runs)
+        same_algorithm = sum(r.algorithm.name == run.algorithm.name for r in self.plan.runs)
+        planned = evaluation_episodes(suite, self.algorithm.learns) * same_algorithm
         self.eval_steps = self.algorithm.evaluation_steps(suite.test_inner_steps)
         self.record["execution"] = configure_execution(
             self.algorithm, self.options, self.episodes.train(run.seed, 0), device,
@@ -588,7 +589,8 @@ class TrainingLoop:
             self.train_step(iteration)
             bar.update()
             self.done = done = iteration + 1
-            validating = done % suite.val_every == 0 or done == suite.meta_iterations
+            # A method that learns nothing scores the same at every check: it validates once, at the end.
+            validating = done == suite.meta_iterations or (self.algorithm.learns and done % suite.val_every == 0)
             if done % check_every == 0 or validating:
                 self.check_divergence()
             if validating:
@@ -681,7 +683,8 @@ class TrainingLoop:
                 "meta_iterations": suite.meta_iterations,
                 "best_iteration": self.best_iteration,
                 "best_val_metric": self.best_value if math.isfinite(self.best_value) else None,
-                "selection": "best validation metric, checked every val_every iterations",
+                "selection": ("best validation metric, checked every val_every iterations" if self.algorithm.learns
+                              else "none: nothing is trained (validated once, at the end)"),
                 "state_sha256": state_sha256(self.best_state),  # the selected model's bits (bench reproduce compares them)
                 "curve": self.curve,
             },

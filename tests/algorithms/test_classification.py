@@ -14,16 +14,25 @@ import torch.nn.functional as F
 from bench.algorithms import ALGORITHMS, Problem
 from bench.algorithms.baseline import Baseline
 from bench.algorithms.matchingnet import matching_log_probs
-from bench.algorithms.metaoptnet import crammer_singer_dual, ridge_logits, simplex_projection, svm_logits
+from bench.algorithms.metaoptnet import (
+    crammer_singer_dual,
+    largest_eigenvalue_bound,
+    ridge_logits,
+    simplex_projection,
+    svm_logits,
+)
 from bench.config import load_suite
 from bench.errors import BenchError
 from bench.run.runner import Episodes, problem_for
 from bench.seeding import generator
 from bench.tasks import TaskBatch
 
-# The image classifiers (the floor, nearest centroid on frozen sentence embeddings, is tested with the text suites).
+# The image classifiers: those that apply to Omniglot. The floor (nearest centroid on frozen sentence
+# embeddings) and the per-support-set text baselines (finetune, setfit, which need a pre-trained
+# sentence encoder) are tested with the text suites (tests/algorithms/test_sentence.py).
 CLASSIFICATION = [n for n in ALGORITHMS.names()
-                  if "classification" in ALGORITHMS.get(n).task_types and ALGORITHMS.get(n).family != "floor"]
+                  if "classification" in ALGORITHMS.get(n).task_types
+                  and ALGORITHMS.get(n).applies_to(load_suite("omniglot-5w1s", tier="smoke"))]
 NEW = ["matchingnet", "relationnet", "metaoptnet.ridge", "metaoptnet.svm", "baseline", "baselinepp"]
 OMNIGLOT = Path(os.environ.get("BENCH_DATA_DIR", "")) / "omniglot" / "splits" / "vinyals"
 needs_omniglot = pytest.mark.skipif(not (OMNIGLOT / "train.txt").is_file(), reason="BENCH_DATA_DIR has no Omniglot")
@@ -224,6 +233,17 @@ def svm_objectives(support: torch.Tensor, labels: torch.Tensor, alpha: torch.Ten
     primal = 0.5 * w.pow(2).sum() + c * slack.sum()
     dual = -0.5 * w.pow(2).sum() + (alpha[0] * y).sum()
     return primal.item(), dual.item()
+
+
+@pytest.mark.parametrize("n", [1, 5, 25, 75])
+def test_the_step_size_bound_lies_between_the_largest_eigenvalue_and_n_to_the_1_64_times_it(n):
+    generator = torch.Generator().manual_seed(n)
+    features = torch.randn(6, n, 16, generator=generator, dtype=torch.float64)
+    features = features * torch.logspace(-3, 3, 6, dtype=torch.float64)[:, None, None]  # scales far from 1
+    gram = features @ features.transpose(1, 2)
+    largest = torch.linalg.eigvalsh(gram)[:, -1]
+    bound = largest_eigenvalue_bound(gram)[:, 0, 0]
+    assert (bound >= largest * (1 - 1e-12)).all() and (bound <= largest * n ** (1 / 64) * (1 + 1e-12)).all()
 
 
 @pytest.mark.parametrize("c", [0.05, 0.1, 10.0])

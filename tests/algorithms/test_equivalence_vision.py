@@ -49,7 +49,7 @@ def test_grouped_conv_maml_matches_learn2learn_per_task_on_conv4(episode_batch, 
 
 
 def test_learn2learn_metasgd_adapts_every_conv4_parameter(episode_batch):
-    """TRAPS.md: l2l's MetaSGD leaves 16 of 36 OmniglotCNN meta-parameters without gradient, because that
+    """Measured: l2l's MetaSGD leaves 16 of 36 OmniglotCNN meta-parameters without gradient, because that
     model registers its conv block twice. Our Conv-4 registers each parameter once: all get gradients,
     and the meta-gradients equal our Meta-SGD's."""
     suite, source, batch = episode_batch

@@ -219,6 +219,17 @@ def test_a_jsonl_file_and_a_suite_file_are_enough_to_benchmark_a_new_dataset(tmp
     # Every table of the suite is shown against the floor, the word-CNN's too (same episodes).
     code, out, err = cli("leaderboard", str(suite), "--results-dir", str(results), "--format", "markdown")
     assert code == 0 and out.count("vs_floor: difference from the floor") == 2
+    # vs_floor_p: the paired test against the floor's episodes (the floor against itself: p = 1).
+    from bench.results.leaderboard import leaderboards
+    from bench.stats import paired_p_value
+
+    boards = leaderboards(results, load_suite(str(suite)).name)
+    for description, table in boards:
+        for row in table.itertuples(index=False):
+            [path] = description["entry_records"][row.algorithm]  # one seed at the smoke tier
+            values = json.loads(Path(path).read_text())["metric"]["per_task"]
+            assert row.vs_floor_p == paired_p_value(values, floor["metric"]["per_task"])
+    assert [row.vs_floor_p for _, t in boards for row in t.itertuples() if row.algorithm == "centroid"] == [1.0]
 
 
 def test_a_byte_that_is_not_utf8_is_named_with_its_file_and_line(tmp_path, capsys):
