@@ -52,7 +52,8 @@ log = logging.getLogger(__name__)
 
 
 def list_algorithms() -> list[dict[str, Any]]:
-    """Every registered algorithm: name, family, task types, one-line summary and module."""
+    """Every registered algorithm: name, family, task types, one-line summary, module and the search
+    space ``bench tune`` uses (field: range or choices)."""
     return [
         {
             "name": name,
@@ -60,6 +61,8 @@ def list_algorithms() -> list[dict[str, Any]]:
             "task_types": sorted(ALGORITHMS.get(name).task_types),
             "summary": ALGORITHMS.get(name).summary(),
             "module": ALGORITHMS.get(name).__module__,
+            "search_space": {field: search.to_json()
+                             for field, search in ALGORITHMS.get(name).Hparams.search_space().items()},
         }
         for name in ALGORITHMS.names()
     ]
@@ -128,6 +131,7 @@ def run(
     execution: ExecutionOptions | None = None,
     log_to: list[str] | tuple[str, ...] = (),
     save_models: bool = False,
+    use_tuned: bool = False,
 ) -> list[dict[str, Any]]:
     """Run ``algorithms`` (all that apply when None) on ``suite``; returns the run records.
 
@@ -135,10 +139,22 @@ def run(
     ``resume`` skips runs finished in ``results_dir`` and continues interrupted ones;
     ``execution``: how the runs execute (task chunk, autocast, threads, ...), not what they compute;
     ``log_to``: trackers that also get each run's curve and results (``"tensorboard[:DIR]"``, ``"mlflow[:URI]"``);
-    ``save_models``: keep each run's selected weights under ``results_dir/models/`` (the record names the file)."""
+    ``save_models``: keep each run's selected weights under ``results_dir/models/`` (the record names the file);
+    ``use_tuned``: with the hyperparameters ``tune`` wrote for this suite and tier (records marked tuned)."""
     planned = plan(suite, algorithms, seeds, tier, results_dir, device, overrides, execution, executor=executor,
-                   log_to=log_to, save_models=save_models)
+                   log_to=log_to, save_models=save_models, use_tuned=use_tuned)
     return executors.execute(planned, progress=progress, executor=executor, resume=resume)
+
+
+def tune(suite: str, algorithms: list[str] | None = None, trials: int = 20, tier: str | None = None, seed: int = 0,
+         results_dir: Path | str = "results", device: str = "auto", overrides: list[str] | tuple[str, ...] = (),
+         resume: bool = False, progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
+    """Tune ``algorithms`` (all that apply and declare a search space, when None) on ``suite``: the same
+    number of trials and the same budget each, scored on validation episodes only (bench.run.tuning).
+    Returns each study's summary and the tuned file that ``run(..., use_tuned=True)`` reads."""
+    from bench.run import tuning
+
+    return tuning.tune(suite, algorithms, trials, tier, seed, results_dir, device, overrides, resume, progress)
 
 
 def execute(planned: RunPlan, progress: bool = True, executor: Any = None, resume: bool = False) -> list[dict[str, Any]]:

@@ -507,6 +507,9 @@ class Suite(StrictModel):
     ci_method: Literal["normal"] = "normal"
     algorithms: dict[str, dict[str, Any]] = Field(default_factory=dict)
     exclude_algorithms: tuple[str, ...] = ()
+    search: dict[str, dict[str, dict[str, Any]]] = Field(
+        default_factory=dict, description="bench tune: per algorithm and field, a narrower search space than the "
+        "algorithm's own ({low, high, log} or {choices}); not part of the protocol")
     tiers: dict[Literal["smoke", "ci", "standard", "paper"], Budget]
     default_tier: Literal["smoke", "ci", "standard", "paper"] = "standard"
     published: tuple[PublishedResult, ...] = ()
@@ -851,5 +854,5 @@ SUITE_OVERRIDABLE = tuple(
     for name in Suite.model_fields
     if name not in {"name", "version", "description", "tiers", "default_tier", "published", "tier",
                     "source_file", "file_sha256", "test_episodes_sha256", "overrides", "algorithms",
-                    "exclude_algorithms"}
+                    "exclude_algorithms", "search"}
 )

@@ -29,8 +29,11 @@ def numerics(record: dict[str, Any]) -> dict[str, Any]:
 def entry_identity(record: dict[str, Any]) -> dict[str, Any]:
     """What records must share, within a table, to be averaged into one row."""
     algorithm = record["algorithm"]
+    # A tuned entry (`bench run --tuned`) is never averaged with a default one, even where the study's
+    # best values equal the defaults: the key is absent from default records, whose identity stays as it was.
+    tuned = {"tuned": algorithm["tuned"]["study_sha256"]} if algorithm.get("tuned") else {}
     return {"algorithm": algorithm["name"], "hyperparameters": algorithm["hyperparameters"],
-            "code_version": algorithm.get("code_version"), **numerics(record)}
+            "code_version": algorithm.get("code_version"), **numerics(record), **tuned}
 
 
 def run_identity(record: dict[str, Any]) -> str:

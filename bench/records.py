@@ -28,6 +28,7 @@ LOCKS = ".locks"  # <results_dir>/.locks/<suite>/: the executors' lock files (a 
 STATUSES = ("running", "completed", "failed", "interrupted", "diverged")
 REQUIRED_KEYS = ("schema_version", "run_id", "status", "suite", "algorithm", "seeds", "environment", "started_at")
 COMPLETED_KEYS = ("metric", "timing", "memory", "training", "ended_at")
+TRIAL_COMPLETED_KEYS = ("timing", "memory", "training", "ended_at")  # a tuning trial is validated, never tested
 
 
 def utc_now() -> str:
@@ -248,6 +249,29 @@ class _CompletedRecord(_Record):
     ended_at: str
 
 
+class _TrialTiming(_Part):
+    wall_time_s: Finite
+
+
+class _TrialTraining(_Training):
+    best_val_metric: Finite | None
+
+
+class _TuningTrial(_Part):
+    study: str
+    number: int
+
+
+class _CompletedTrialRecord(_Record):
+    """A completed tuning trial (``bench tune``): its validation results, and no test metric."""
+
+    tuning_trial: _TuningTrial
+    timing: _TrialTiming
+    memory: _Memory
+    training: _TrialTraining
+    ended_at: str
+
+
 def _first_error(exc: ValidationError) -> str:
     """The first problem of a pydantic error, as a short phrase on one line."""
     error = exc.errors()[0]
@@ -287,15 +311,17 @@ def load_record(path: Path) -> dict[str, Any]:
         shown = repr(version) if len(repr(version)) <= 60 else repr(version)[:57] + "..."
         raise _unreadable(path, f"schema_version {shown}, this bench reads {SCHEMA_VERSION}")
     missing = [k for k in REQUIRED_KEYS if k not in record]
+    trial = "tuning_trial" in record
     if record.get("status") == "completed":
-        missing += [k for k in COMPLETED_KEYS if k not in record]
+        missing += [k for k in (TRIAL_COMPLETED_KEYS if trial else COMPLETED_KEYS) if k not in record]
     if missing:
         raise _unreadable(path, f"missing {', '.join(missing)}")
     if not isinstance(record["status"], str) or record["status"] not in STATUSES:
         shown = repr(record["status"]) if len(repr(record["status"])) <= 60 else repr(record["status"])[:57] + "..."
         raise _unreadable(path, f"unknown status {shown}")
     try:
-        (_CompletedRecord if record["status"] == "completed" else _Record).model_validate(record)
+        completed = _CompletedTrialRecord if trial else _CompletedRecord
+        (completed if record["status"] == "completed" else _Record).model_validate(record)
     except ValidationError as exc:
         raise _unreadable(path, _first_error(exc)) from None
     except RecursionError:
@@ -307,7 +333,9 @@ def load_record(path: Path) -> dict[str, Any]:
 # the GPU kit's outputs (tools/gpu_check.sh: its summary and the records of its runs, shown apart),
 # results/evaluations `bench evaluate`'s records (read as the cross-domain tables of their target suites), not runs
 EVALUATIONS = "evaluations"
-MEASUREMENT_DIRS = ("perf", "cost", "reproduce", EVALUATIONS, "gpu")
+TUNING = "tuning"  # bench tune's studies: RESULTS/tuning/SUITE/TIER/STUDY/ (trial records, validated only)
+TUNED = "tuned"  # bench tune's best hyperparameters: RESULTS/tuned/SUITE-TIER.json (what `bench run --tuned` reads)
+MEASUREMENT_DIRS = ("perf", "cost", "reproduce", EVALUATIONS, "gpu", TUNING, TUNED)
 
 
 def iter_record_paths(results_dir: Path, suite: str | None = None) -> Iterator[Path]:

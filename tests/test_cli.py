@@ -132,6 +132,28 @@ def test_validate_says_what_run_would_say(cli, tmp_path, tiny_suite):
     assert code == 2 and run_err == err
 
 
+@pytest.mark.parametrize(("search", "message"), [
+    ("mamll: {outer_lr: {low: 0.001, high: 0.01, log: true}}", "search: unknown algorithm 'mamll'; did you mean 'maml'"),
+    ("maml: {first_order: {choices: [true]}}", "search.maml: 'first_order' is not a tunable field of maml"),
+    ("maml: {outer_lr: {low: 0.01, high: 0.001, log: true}}", "search.maml.outer_lr: search range [0.01, 0.001] is empty"),
+    ("maml: {outer_lr: {low: 0.00001, high: 0.01, log: true}}", "is not within maml's own space"),
+])
+def test_a_suite_s_search_space_may_only_narrow_a_known_algorithm_s_own(cli, tiny_suite, search, message):
+    tiny_suite.write_text(tiny_suite.read_text() + f"search: {{{search}}}\n")
+    code, _, err = cli("validate", str(tiny_suite))
+    assert code == 2 and message in err, err
+
+
+def test_a_suite_s_narrower_search_space_is_the_one_used(tiny_suite):
+    from bench.algorithms import ALGORITHMS
+    from bench.config import load_suite
+
+    tiny_suite.write_text(tiny_suite.read_text() + "search: {maml: {outer_lr: {low: 0.001, high: 0.005, log: true}}}\n")
+    space = ALGORITHMS.get("maml").search_space(load_suite(str(tiny_suite)))
+    assert space["outer_lr"].to_json() == {"low": 0.001, "high": 0.005, "log": True}
+    assert space["inner_lr"] == ALGORITHMS.get("maml").Hparams.search_space()["inner_lr"]  # the rest unchanged
+
+
 def test_a_key_given_twice_in_a_suite_file_is_refused(cli, tiny_suite):
     tiny_suite.write_text(tiny_suite.read_text() + "meta_batch_size: 5\n")  # the file already has one
     code, _, err = cli("validate", str(tiny_suite))

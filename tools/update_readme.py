@@ -63,6 +63,16 @@ def _allowed(field: Any) -> str:
     return ", ".join(parts) or "-"
 
 
+def _searched(search: Any, field: Any) -> str:
+    """A search space in words: `[low, high]` (integers, log-uniform or uniform), or the choices; `-` if not tuned."""
+    if search is None:
+        return "-"
+    if search.choices:
+        return "one of " + ", ".join(f"`{c!r}`" for c in search.choices)
+    kind = "integers" if field.annotation is int else "log-uniform" if search.log else "uniform"
+    return f"[{search.low:g}, {search.high:g}], {kind}"
+
+
 def algorithm_family(family: str) -> str:
     """Every registered algorithm of ``family``: what it does, after which paper, its hyperparameters
     with their defaults and allowed values, and the task types it runs on (from the registry)."""
@@ -78,8 +88,10 @@ def algorithm_family(family: str) -> str:
         source = " ".join((module.__doc__ or "").strip().split("\n\n")[0].split())
         summary = " ".join((algorithm.__doc__ or "").strip().split())
         fields = algorithm.Hparams.model_fields
-        table = ["| hyperparameter | default | allowed |", "|---|---|---|"]
-        table += [f"| `{key}` | `{field.default!r}` | {_allowed(field)} |" for key, field in fields.items()]
+        space = algorithm.Hparams.search_space()
+        table = ["| hyperparameter | default | allowed | `bench tune` searches |", "|---|---|---|---|"]
+        table += [f"| `{key}` | `{field.default!r}` | {_allowed(field)} | {_searched(space.get(key), field)} |"
+                  for key, field in fields.items()]
         parts += [f"### `{name}`", "", summary, "", f"Source: {source}", "",
                   f"Task types: {', '.join(sorted(algorithm.task_types))}. File: `{module.__name__.replace('.', '/')}.py`.",
                   "", *(table if fields else ["No hyperparameters."]), ""]

@@ -42,10 +42,71 @@ StepSize = Annotated[float, Field(ge=0.0)]  # an inner or fine-tuning step size;
 InnerSteps = Annotated[int, Field(ge=0, le=MAX_STEPS)]
 
 
+@dataclass(frozen=True)
+class Search:
+    """Where ``bench tune`` looks for one hyperparameter, declared beside the field it tunes:
+    ``outer_lr: Annotated[LearningRate, Search(1e-4, 1e-2, log=True)] = 0.001``.
+
+    A range [low, high] (log-uniform when ``log``; integers when the field is an int) or one of
+    ``choices``. Every value it can draw must be a valid value of the field: checked when the
+    hyperparameter class is defined, so a bad space fails at import, not in the middle of a study.
+    """
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.choices:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("a search space is a range (low, high, log) or choices, not both")
+            if len({repr(c) for c in self.choices}) != len(self.choices):
+                raise ValueError(f"search choices {list(self.choices)} repeat a value")
+            return
+        if self.low is None or self.high is None:
+            raise ValueError("a search range needs both low and high (or give choices)")
+        if not self.low < self.high:
+            raise ValueError(f"search range [{self.low}, {self.high}] is empty or inverted: low must be below high")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log-uniform search range needs low > 0, got {self.low}")
+
+    def bounds(self) -> tuple[Any, ...]:
+        """The values that span the space: its two ends, or every choice."""
+        return self.choices or (self.low, self.high)
+
+    def contains(self, other: Search) -> bool:
+        """Whether ``other`` searches only within this space (a suite may narrow, never widen)."""
+        if self.choices:
+            return bool(other.choices) and all(c in self.choices for c in other.choices)
+        return (not other.choices and self.log == other.log and other.low is not None and other.high is not None
+                and self.low is not None and self.high is not None and self.low <= other.low and other.high <= self.high)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"choices": list(self.choices)} if self.choices else {"low": self.low, "high": self.high, "log": self.log}
+
+
 class Hyperparameters(BaseModel):
     """Base of each algorithm's hyperparameters: unknown names and wrong types are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @classmethod
+    def search_space(cls) -> dict[str, Search]:
+        """The tunable fields and where ``bench tune`` searches each (fields without a ``Search`` are not tuned)."""
+        return {name: item for name, field in cls.model_fields.items() for item in field.metadata
+                if isinstance(item, Search)}
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        for name, search in cls.search_space().items():
+            for value in search.bounds():
+                try:
+                    cls.model_validate({name: value})
+                except ValidationError as exc:
+                    raise TypeError(f"{cls.__name__}.{name}: its search space {search.to_json()} holds {value!r}, "
+                                    f"which the field refuses ({exc.errors()[0]['msg']})") from None
 
 
 @dataclass(frozen=True)
@@ -216,6 +277,27 @@ class Algorithm(nn.Module):
         if suite.batch_norm == "inductive" and not cls.inductive_batch_norm:
             return "has no inductive batch-norm mode"
         return None
+
+    @classmethod
+    def search_space(cls, suite: Suite) -> dict[str, Search]:
+        """Where ``bench tune`` searches on ``suite``: the hyperparameters' own space, narrowed by the
+        suite file's ``search`` entry for this algorithm (which may only narrow it)."""
+        space = cls.Hparams.search_space()
+        where = f"{suite.source_file or suite.name}: search.{cls.name}"
+        for field, spec in suite.search.get(cls.name, {}).items():
+            if field not in space:
+                raise BenchError(f"{where}: {field!r} is not a tunable field of {cls.name} (tunable fields: "
+                                 f"{', '.join(space) or 'none'}); {did_you_mean(field, space)}")
+            try:
+                narrowed = Search(**{**spec, "choices": tuple(spec["choices"])} if "choices" in spec else spec)
+            except (TypeError, ValueError) as exc:
+                raise BenchError(f"{where}.{field}: {exc} (give low and high, with log if the algorithm's "
+                                 f"space is log-uniform, or choices)") from None
+            if not space[field].contains(narrowed):
+                raise BenchError(f"{where}.{field}: {narrowed.to_json()} is not within {cls.name}'s own space "
+                                 f"{space[field].to_json()}; a suite may narrow a search space, not widen or change it")
+            space[field] = narrowed
+        return space
 
     @classmethod
     def applies_to(cls, suite: Suite) -> bool:

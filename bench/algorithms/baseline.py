@@ -5,13 +5,21 @@ Classification", ICLR 2019. https://arxiv.org/abs/1904.04232
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.algorithms.base import Algorithm, Hyperparameters, LearningRate, Problem, per_task_cross_entropy, register
+from bench.algorithms.base import (
+    Algorithm,
+    Hyperparameters,
+    LearningRate,
+    Problem,
+    Search,
+    per_task_cross_entropy,
+    register,
+)
 from bench.config import MAX_STEPS
 from bench.errors import BenchError
 from bench.tasks import TaskBatch
@@ -23,9 +31,9 @@ FINETUNE_WEIGHT_DECAY = 0.001
 
 
 class BaselineHparams(Hyperparameters):
-    lr: LearningRate = 0.001
+    lr: Annotated[LearningRate, Search(1e-4, 1e-2, log=True)] = 0.001
     finetune_steps: int = Field(default=100, ge=0, le=MAX_STEPS)
-    finetune_lr: float = Field(default=0.1, gt=0.0)
+    finetune_lr: Annotated[float, Field(gt=0.0), Search(1e-3, 1.0, log=True)] = 0.1
 
 
 class BaselinePPHparams(BaselineHparams):

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.algorithms.base import Algorithm, Hyperparameters, LearningRate, Problem, register
+from bench.algorithms.base import Algorithm, Hyperparameters, LearningRate, Problem, Search, register
 from bench.models import MLP
 from bench.tasks import TaskBatch
 
@@ -18,7 +18,7 @@ from bench.tasks import TaskBatch
 class CNPHparams(Hyperparameters):
     representation_size: Annotated[int, Field(ge=1)] = 128
     hidden: tuple[Annotated[int, Field(ge=1)], ...] = (128, 128)
-    lr: LearningRate = 0.001
+    lr: Annotated[LearningRate, Search(1e-4, 1e-2, log=True)] = 0.001
     min_std: Annotated[float, Field(gt=0.0)] = 0.01  # the predicted standard deviation's floor
 
 

@@ -6,14 +6,16 @@ query against the support set (``scores``) and, for some, in their loss; everyth
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
-from bench.algorithms.base import Algorithm, Hyperparameters, LearningRate, Problem
+from bench.algorithms.base import Algorithm, Hyperparameters, LearningRate, Problem, Search
 from bench.tasks import TaskBatch
 
 
 class EmbeddingHparams(Hyperparameters):
-    lr: LearningRate = 0.001
+    lr: Annotated[LearningRate, Search(1e-4, 1e-2, log=True)] = 0.001
 
 
 class EmbeddingBased(Algorithm):

@@ -6,11 +6,13 @@ Few-Shot NLP", NeurIPS 2021 (https://arxiv.org/abs/2107.07170).
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.algorithms.base import Hyperparameters, LearningRate, Problem, register
+from bench.algorithms.base import Hyperparameters, LearningRate, Problem, Search, register
 from bench.algorithms.sentence import SentenceEncoderBaseline
 from bench.config import MAX_STEPS
 from bench.datasets.text_features import MINILM_DIM
@@ -20,8 +22,8 @@ BERT_INIT_STD = 0.02  # BERT's initializer_range
 
 class FinetuneHparams(Hyperparameters):
     steps: int = Field(default=50, ge=0, le=MAX_STEPS)
-    head_lr: LearningRate = 0.01
-    encoder_lr: LearningRate = 5e-5
+    head_lr: Annotated[LearningRate, Search(1e-3, 1e-1, log=True)] = 0.01
+    encoder_lr: Annotated[LearningRate, Search(1e-6, 1e-3, log=True)] = 5e-5
     weight_decay: float = Field(default=0.01, ge=0.0)
 
 

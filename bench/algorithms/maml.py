@@ -4,17 +4,19 @@ Networks", ICML 2017. https://arxiv.org/abs/1703.03400
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 
-from bench.algorithms.base import Hyperparameters, InnerSteps, LearningRate, Problem, StepSize, register
+from bench.algorithms.base import Hyperparameters, InnerSteps, LearningRate, Problem, Search, StepSize, register
 from bench.algorithms.gradient import GradientBased, per_task
 from bench.tasks import TaskBatch
 
 
 class MAMLHparams(Hyperparameters):
-    inner_lr: StepSize = 0.01  # 0: no adaptation (the ablation CI's checks must catch)
-    inner_steps: InnerSteps = 1
-    outer_lr: LearningRate = 0.001
+    inner_lr: Annotated[StepSize, Search(1e-3, 1.0, log=True)] = 0.01  # 0: no adaptation (the ablation CI's checks must catch)
+    inner_steps: Annotated[InnerSteps, Search(1, 5)] = 1
+    outer_lr: Annotated[LearningRate, Search(1e-4, 1e-2, log=True)] = 0.001
     first_order: bool = False
 
 

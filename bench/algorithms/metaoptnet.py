@@ -4,11 +4,13 @@ Optimization", CVPR 2019. https://arxiv.org/abs/1904.03758
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.algorithms.base import register
+from bench.algorithms.base import Search, register
 from bench.algorithms.embedding import EmbeddingBased, EmbeddingHparams
 from bench.config import MAX_STEPS
 from bench.tasks import TaskBatch
@@ -19,11 +21,11 @@ class MetaOptNetHparams(EmbeddingHparams):
 
 
 class RidgeHparams(MetaOptNetHparams):
-    ridge_lambda: float = Field(default=50.0, gt=0.0)
+    ridge_lambda: Annotated[float, Field(gt=0.0), Search(1.0, 1000.0, log=True)] = 50.0
 
 
 class SVMHparams(MetaOptNetHparams):
-    svm_c: float = Field(default=0.1, gt=0.0)
+    svm_c: Annotated[float, Field(gt=0.0), Search(0.01, 10.0, log=True)] = 0.1
     svm_iterations: int = Field(default=100, ge=1, le=MAX_STEPS)
 
 

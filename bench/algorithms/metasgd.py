@@ -15,6 +15,7 @@ from bench.algorithms.maml import MAML, MAMLHparams
 
 
 class MetaSGDHparams(MAMLHparams):
+    inner_lr: StepSize = 0.01  # unused (the learned rates replace it), so not tuned
     # The paper draws each initial learning rate from U[0.005, 0.1].
     lr_init_low: StepSize = 0.005
     lr_init_high: StepSize = 0.1

@@ -9,7 +9,7 @@ from typing import Annotated
 import torch
 from pydantic import Field
 
-from bench.algorithms.base import Hyperparameters, LearningRate, Problem, StepSize, register
+from bench.algorithms.base import Hyperparameters, LearningRate, Problem, Search, StepSize, register
 from bench.algorithms.gradient import GradientBased, per_task, sgd_steps
 from bench.config import MAX_STEPS
 from bench.models.mlp import Params
@@ -17,9 +17,9 @@ from bench.tasks import TaskBatch
 
 
 class ReptileHparams(Hyperparameters):
-    inner_lr: StepSize = 0.02
-    inner_steps: Annotated[int, Field(ge=1, le=MAX_STEPS)] = 5  # 0 steps would never move the initialisation
-    outer_lr: LearningRate = 0.001
+    inner_lr: Annotated[StepSize, Search(1e-3, 1.0, log=True)] = 0.02
+    inner_steps: Annotated[int, Field(ge=1, le=MAX_STEPS), Search(1, 10)] = 5  # 0 steps would never move the initialisation
+    outer_lr: Annotated[LearningRate, Search(1e-4, 1e-2, log=True)] = 0.001
 
 
 @register("reptile")

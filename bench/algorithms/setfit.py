@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 from itertools import zip_longest
+from typing import Annotated
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from bench.algorithms.base import Hyperparameters, LearningRate, Problem, register
+from bench.algorithms.base import Hyperparameters, LearningRate, Problem, Search, register
 from bench.algorithms.sentence import Embed, SentenceEncoderBaseline
 from bench.config import Suite
 from bench.errors import BenchError
@@ -29,7 +30,7 @@ class SetFitHparams(Hyperparameters):
     num_iterations: int | None = Field(default=20, ge=1)
     batch_size: int = Field(default=16, ge=1)
     epochs: int = Field(default=1, ge=1)
-    body_lr: LearningRate = 2e-5
+    body_lr: Annotated[LearningRate, Search(1e-6, 1e-4, log=True)] = 2e-5
     warmup_proportion: float = Field(default=0.1, ge=0.0, le=1.0)
     weight_decay: float = Field(default=0.01, ge=0.0)
     head_c: float = Field(default=1.0, gt=0.0)  # the logistic regression head's inverse L2 strength (scikit-learn's C)

@@ -6,19 +6,19 @@ https://arxiv.org/abs/1904.04232
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 
-from bench.algorithms.base import Hyperparameters, LearningRate, Problem, StepSize, register
+from bench.algorithms.base import Hyperparameters, LearningRate, Problem, Search, StepSize, register
 from bench.algorithms.gradient import GradientBased
 from bench.tasks import TaskBatch
 
 
 class TransferHparams(Hyperparameters):
-    lr: LearningRate = 0.001
-    finetune_lr: StepSize = 0.01
-    finetune: Literal["all", "head"] = "all"
+    lr: Annotated[LearningRate, Search(1e-4, 1e-2, log=True)] = 0.001
+    finetune_lr: Annotated[StepSize, Search(1e-3, 1.0, log=True)] = 0.01
+    finetune: Annotated[Literal["all", "head"], Search(choices=("all", "head"))] = "all"
 
 
 @register("transfer")

@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="skip runs already finished in --results-dir, continue interrupted ones from their last "
                              "checkpoint, run the rest")
+    parser.add_argument("--tuned", action="store_true",
+                        help="run with the hyperparameters `bench tune` found for this suite and tier "
+                             "(RESULTS_DIR/tuned/SUITE-TIER.json); their records form entries of their own, marked tuned")
 
 
 def handle(args: argparse.Namespace) -> int:
@@ -66,7 +69,8 @@ def handle(args: argparse.Namespace) -> int:
                                  checkpoint_every=args.checkpoint_every)
     executor = common.executor_from(args)
     plan = api.plan(args.suite, args.algorithms, args.seeds, args.tier, args.results_dir, args.device, overrides,
-                    execution, executor=executor, dry_run=args.dry_run, log_to=args.log_to, save_models=args.save_model)
+                    execution, executor=executor, dry_run=args.dry_run, log_to=args.log_to, save_models=args.save_model,
+                    use_tuned=args.tuned)
     log.info("%d run(s) of suite %s (%s tier) on %s; records go to %s", len(plan.runs), plan.suite.name,
              plan.suite.tier, plan.device, plan.results_dir / plan.suite.name / str(plan.suite.tier))
     if args.dry_run:
@@ -128,9 +132,41 @@ def handle_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("suite", help="suite name (see `list`) or path to a suite file")
+    common.add_algorithms(parser, help="comma-separated names (default: every one that applies and declares a search space)")
+    parser.add_argument("--trials", type=int, default=20, metavar="N",
+                        help="trials per algorithm, the same for all (default: 20)")
+    common.add_tier(parser)
+    parser.add_argument("--seed", type=int, default=0, help="the study's seed and each trial's training seed (default: 0)")
+    common.add_overrides(parser, help="suite.FIELD=VALUE: the budget every trial of every algorithm gets, e.g. "
+                                      "suite.meta_iterations=200 (repeatable; hyperparameters are what is searched)")
+    common.add_device(parser)
+    common.add_results_dir(parser, help="trial records go to RESULTS_DIR/tuning/, the best values to "
+                                        "RESULTS_DIR/tuned/SUITE-TIER.json (default: results)")
+    parser.add_argument("--resume", action="store_true", help="continue a study: finished trials are read back, an "
+                                                              "interrupted one continues from its checkpoint")
+
+
+def handle_tune(args: argparse.Namespace) -> int:
+    summaries, path = api.tune(args.suite, args.algorithms, args.trials, args.tier, args.seed, args.results_dir,
+                               args.device, args.overrides, args.resume, progress=not args.quiet)
+    for summary in summaries:
+        best = summary["best"]
+        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["values"].items())
+        print(f"{summary['algorithm']}: best of {summary['trials']} trials is trial {best['number']} "
+              f"(validation {best['best_val_metric']:.4g}): {values}; {summary['tuning_wall_time_s']:.0f} s in all")
+    print(f"tuned hyperparameters: {path} (run them with `bench run {args.suite} --tuned`)")
+    return 0
+
+
 COMMANDS = (common.Command("run", "run algorithms on a suite and print its leaderboard",
                            "python -m bench run sine --tier smoke --algorithms maml,protonet --seeds 0,1",
                            add_arguments, handle),
+            common.Command("tune", "tune every algorithm with the same trials and budget on validation episodes "
+                           "(Optuna TPE); the best values go to RESULTS_DIR/tuned/ for `run --tuned`",
+                           "python -m bench tune sine --tier smoke --trials 20 --algorithms maml,reptile",
+                           add_tune_arguments, handle_tune),
             common.Command("episodes", "export the episodes a suite evaluates on to an episode file "
                            "(evaluate on it with the suite field test_episodes: FILE)",
                            "python -m bench episodes export omniglot-5w1s --split test --count 600 --out omniglot-test.json",

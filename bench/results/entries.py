@@ -10,7 +10,8 @@ these are never averaged together. Of an entry's records, the newest completed o
 training seed counts, whole: every number of the row comes from those records.
 
 An entry whose configuration is not the suite's default is labelled with what differs, e.g.
-``maml [inner_lr=0.02]``; a table whose budget is not its tier's says so (``budget_changes``).
+``maml [inner_lr=0.02]``, a tuned one (``bench run --tuned``) with its study, e.g.
+``maml [tuned, 20 trials, study 1a2b3c4d]``; a table whose budget is not its tier's says so (``budget_changes``).
 """
 
 from __future__ import annotations
@@ -104,6 +105,13 @@ def _variants(algorithm: str, groups: dict[str, list[dict[str, Any]]], defaults:
     out: dict[str, tuple[tuple[str, ...], bool]] = {}
     for key, identity in identities.items():
         hparams = identity["hyperparameters"]
+        tuned = groups[key][0]["algorithm"].get("tuned")
+        if tuned:  # its values are the study's: the label names the study, not each value (the record has them)
+            parts = [f"tuned, {tuned['trials']} trials, study {str(tuned['study_sha256'])[:8]}"]
+            if identity["autocast"]:
+                parts.append(f"autocast={identity['autocast']}")
+            out[key] = (tuple(parts), False)
+            continue
         if reference is not None:
             changed = sorted(k for k in {*hparams, *reference} if hparams.get(k) != reference.get(k))
         else:  # the suite file is gone: name what differs between this algorithm's entries

@@ -218,7 +218,10 @@ def run_plan(plan: RunPlan, executor: Executor, progress: bool = True, resume: b
         _release(job, finished=record["status"] != "interrupted")
         record["_path"] = str(job.path)
         results[job.index] = record
-        if record["status"] == "completed":
+        if record["status"] == "completed" and "tuning_trial" in record:
+            log.info("    best validation %s = %.4g, %.1f s", plan.suite.metric, record["training"]["best_val_metric"]
+                     if record["training"]["best_val_metric"] is not None else float("nan"), record["timing"]["wall_time_s"])
+        elif record["status"] == "completed":
             metric = record["metric"]
             log.info("    %s = %.4f +- %.4f, %.0f meta-train tasks/s, %.1f s", metric["name"], metric["mean"],
                      metric["ci95"], record["timing"]["meta_train_tasks_per_s"] or float("nan"),

@@ -43,6 +43,7 @@ from bench.run.execution import (
 from bench.run.saved_models import MODELS, save_model
 from bench.run.timing import PeakMemory, SegmentTimer
 from bench.run.tracking import Trackers, TrackingTarget
+from bench.run.tuned import tuned_assignment
 from bench.seeding import generator
 from bench.stats import mean_ci95
 from bench.tasks import TaskBatch, episode_hash, make_task_source
@@ -110,6 +111,13 @@ class RunPlan:
     checked_for: str | None = None  # the executor whose check this plan passed while planning
     tracking: tuple[TrackingTarget, ...] = ()  # where each run's curve and results also go (--log)
     save_models: bool = False  # keep each run's selected weights under RESULTS/models/ (--save-model)
+    # bench tune: the trial this run is (study, number); it trains and validates, and never touches the test episodes
+    tuning_trial: dict[str, Any] | None = None
+    tuned: dict[str, dict[str, Any]] = field(default_factory=dict)  # --tuned: per algorithm, where its values came from
+
+    @property
+    def validation_only(self) -> bool:
+        return self.tuning_trial is not None
 
 
 def resolve_algorithms(suite: Suite, requested: list[str] | None) -> tuple[list[type[Algorithm]], dict[str, str]]:
@@ -162,6 +170,10 @@ def plan_run(
     executor: Any = None,
     log_to: list[str] | tuple[str, ...] = (),
     save_models: bool = False,
+    assigned: dict[str, dict[str, Any]] | None = None,
+    tuning_trial: dict[str, Any] | None = None,
+    tuned: dict[str, dict[str, Any]] | None = None,
+    use_tuned: bool = False,
 ) -> RunPlan:
     """Resolve and validate a run; raises ``BenchError`` for any bad input, having done nothing.
 
@@ -169,6 +181,11 @@ def plan_run(
     then reads the data (building caches: the first time, minutes) and only after that creates the
     results directory, so an error found in the data leaves nothing behind; ``dry_run`` stops
     before reading the data and writes nothing.
+
+    ``assigned``: hyperparameters per algorithm that ``bench tune`` (a trial's values) or ``--tuned``
+    (the study's best) set, over the suite file's; ``tuning_trial``: the trial this run is (it is then
+    validated only); ``tuned``: per algorithm, the provenance of its ``assigned`` values;
+    ``use_tuned`` (``--tuned``): both from ``bench tune``'s file for this suite and tier in ``results_dir``.
     """
     execution = execution or ExecutionOptions()
     parsed = Overrides.parse(overrides)
@@ -177,13 +194,20 @@ def plan_run(
         check_seeds(seeds)
     chosen, skipped = resolve_algorithms(suite, algorithms)
     chosen_names = {a.name for a in chosen}
+    if use_tuned:
+        assigned, tuned = tuned_assignment(Path(results_dir), suite, sorted(chosen_names))
     for name in parsed.algorithms:
         if name not in chosen_names:
             raise BenchError(f"--set {name}.*: {name} is not among the algorithms being run ({', '.join(sorted(chosen_names))})")
+        if tuned and name in tuned:
+            raise BenchError(f"--set {name}.* with --tuned: the tuned hyperparameters are what that entry means; "
+                             "give one or the other")
     check_suite_algorithms(suite)
+    assigned = assigned or {}
     runs = []
     for algorithm in chosen:
-        values = {**suite.algorithms.get(algorithm.name, {}), **parsed.algorithms.get(algorithm.name, {})}
+        values = {**suite.algorithms.get(algorithm.name, {}), **assigned.get(algorithm.name, {}),
+                  **parsed.algorithms.get(algorithm.name, {})}
         hparams = parse_hparams(algorithm, values, "--set" if algorithm.name in parsed.algorithms else str(suite.source_file))
         for seed in seeds if seeds else suite.seeds:
             runs.append(PlannedRun(algorithm, hparams, seed))
@@ -199,7 +223,7 @@ def plan_run(
     episodes = None if dry_run else Episodes(suite, resolved)
     tracking = tuple(TrackingTarget.parse(text) for text in log_to)  # an unknown or missing tracker: before any work
     plan = RunPlan(suite, tuple(runs), resolved, results_path, skipped, episodes, execution, tracking=tracking,
-                   save_models=save_models)
+                   save_models=save_models, tuning_trial=tuning_trial, tuned=dict(tuned or {}))
     if executor is not None:
         executor.check(plan)  # e.g. Ray: resources no node has
         plan = replace(plan, checked_for=executor.name)
@@ -209,8 +233,8 @@ def plan_run(
 
 
 def check_suite_algorithms(suite: Suite) -> None:
-    """The suite file's ``algorithms`` and ``exclude_algorithms`` name registered algorithms, with
-    valid hyperparameters: what ``run`` would refuse, ``validate`` refuses too."""
+    """The suite file's ``algorithms``, ``exclude_algorithms`` and ``search`` name registered algorithms,
+    with valid hyperparameters and search spaces: what ``run`` would refuse, ``validate`` refuses too."""
     for key, names in (("algorithms", list(suite.algorithms)), ("exclude_algorithms", suite.exclude_algorithms)):
         for name in names:
             try:
@@ -219,6 +243,12 @@ def check_suite_algorithms(suite: Suite) -> None:
                 raise BenchError(f"{suite.source_file}: {key}: {exc}") from None
             if key == "algorithms":
                 parse_hparams(algorithm, suite.algorithms[name], f"{suite.source_file}: algorithms")
+    for name in suite.search:
+        try:
+            algorithm = ALGORITHMS.get(name)
+        except BenchError as exc:
+            raise BenchError(f"{suite.source_file}: search: {exc}") from None
+        algorithm.search_space(suite)
 
 
 def check_suite_data(suite: Suite, sizes: dict[str, dict[str, int]] | None = None) -> None:
@@ -345,7 +375,7 @@ def _base_record(plan: RunPlan, run: PlannedRun, run_id: str) -> dict[str, Any]:
             "family": run.algorithm.family,
             "hyperparameters": run.hparams.model_dump(mode="json"),
             "code_version": run.algorithm.code_version(),
-        },
+        } | ({"tuned": plan.tuned[run.algorithm.name]} if run.algorithm.name in plan.tuned else {}),
         "seeds": {
             "training_seed": run.seed,
             "init": ["suite", suite.name, "init", run.seed],
@@ -357,7 +387,9 @@ def _base_record(plan: RunPlan, run: PlannedRun, run_id: str) -> dict[str, Any]:
         },
         "environment": environment(plan.device),
         "started_at": records.utc_now(),
-    } | ({"inputs": notes} if (notes := getattr(plan.episodes.source if plan.episodes else None, "input_notes", None)) else {})
+    } | ({"tuning_trial": plan.tuning_trial} if plan.tuning_trial is not None else {}) | (
+        {"inputs": notes} if (notes := getattr(plan.episodes.source if plan.episodes else None, "input_notes", None))
+        else {})
 
 
 def build_algorithm(plan: RunPlan, run: PlannedRun, episodes: Episodes) -> Algorithm:
@@ -499,8 +531,11 @@ class TrainingLoop:
         try:
             self.set_up()
             self.train()
-            per_task, test_seconds = self.test()
-            self.complete_record(per_task, test_seconds)
+            if self.plan.validation_only:
+                self.complete_trial_record()
+            else:
+                per_task, test_seconds = self.test()
+                self.complete_record(per_task, test_seconds)
         except KeyboardInterrupt:
             self.record.update(status="interrupted", ended_at=records.utc_now(),
                                error={"type": "KeyboardInterrupt", "message": f"interrupted at iteration {self.iteration}"},
@@ -707,6 +742,24 @@ class TrainingLoop:
         )
         if self.plan.save_models:
             self.record["saved_model"] = save_model(self.best_state, self.plan.results_dir, self.algorithm.problem)
+
+
+    def complete_trial_record(self) -> None:
+        """A tuning trial's record: its validation curve and best validation metric; no test metric."""
+        self.record.update(
+            status="completed",
+            training={
+                "meta_iterations": self.suite.meta_iterations,
+                "best_iteration": self.best_iteration,
+                "best_val_metric": self.best_value if math.isfinite(self.best_value) else None,
+                "selection": "a tuning trial: scored by its best validation metric; the test episodes are not evaluated",
+                "curve": self.curve,
+            },
+            timing={"method": self.train_timer.method, "meta_train_seconds": sum(self.train_timer.segment_seconds()),
+                    "wall_time_s": self.wall_seconds()},
+            memory={"peak_mb": self.peak_mb(), "kind": self.memory.kind},
+            ended_at=records.utc_now(),
+        )
 
 
 def _first_bad(running_loss: torch.Tensor) -> float:

@@ -1,0 +1,207 @@
+"""``bench tune``: every algorithm tuned with the same budget on validation episodes.
+
+Each algorithm gets the same number of trials, each trained under the same budget (the tier's, with
+the same ``--set suite.*`` overrides for all) and scored by its best validation metric; the test
+episodes are never evaluated. The search is Optuna's TPE sampler (the first trials at random, as
+Optuna's default), in the space the algorithm declares beside its hyperparameters
+(``bench.algorithms.base.Search``), narrowed where the suite file says so; no trial is pruned.
+
+A study is reproducible and resumable trial by trial: trial n's values are drawn by a sampler seeded
+from (study seed, n) given the results of trials 0..n-1, which are read back from their records.
+Each trial is a normal run record (status, hyperparameters, validation curve) under
+``RESULTS/tuning/SUITE/TIER/STUDY/trial-NNN/``; a killed study continues with ``--resume`` (finished
+trials are read, an interrupted one continues from its checkpoint). The best values of each
+algorithm go to ``RESULTS/tuned/SUITE-TIER.json`` with the study's provenance; ``bench run --tuned``
+runs with them, and its records say so (they form entries of their own).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import records
+from bench.algorithms import Algorithm
+from bench.algorithms.base import Search
+from bench.config import Suite, load_suite
+from bench.errors import BenchError
+from bench.identity import digest
+from bench.run import executors
+from bench.run.runner import Overrides, plan_run, resolve_algorithms
+from bench.run.tuned import write_tuned
+
+log = logging.getLogger(__name__)
+
+SAMPLER = "optuna.TPESampler (default settings; seeded per trial from the study seed and the trial number)"
+
+
+def import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError:
+        raise BenchError("bench tune needs Optuna: pip install 'bench[tune]' (tox and .ci/run install it)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna
+
+
+@dataclass(frozen=True)
+class Study:
+    """One algorithm's study: where it is filed and what it is (its hash covers everything that decides it)."""
+
+    algorithm: type[Algorithm]
+    space: dict[str, Search]
+    directory: Path
+    provenance: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+    def trial_dir(self, number: int) -> Path:
+        return self.directory / f"trial-{number:03d}"
+
+
+def _distributions(optuna: Any, algorithm: type[Algorithm], space: dict[str, Search]) -> dict[str, Any]:
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    fields = algorithm.Hparams.model_fields
+    made: dict[str, Any] = {}
+    for name, search in space.items():
+        if search.choices:
+            made[name] = CategoricalDistribution(list(search.choices))
+        elif fields[name].annotation is int:
+            made[name] = IntDistribution(int(search.low), int(search.high), log=search.log)  # type: ignore[arg-type]
+        else:
+            made[name] = FloatDistribution(search.low, search.high, log=search.log)  # type: ignore[arg-type]
+    return made
+
+
+def suggest(study: Study, finished: list[tuple[dict[str, Any], float | None]], number: int, seed: int,
+            lower_is_better: bool) -> dict[str, Any]:
+    """Trial ``number``'s values: a pure function of the study, its seed and the earlier trials' results
+    (``finished``: values and score, None for a trial that failed or diverged)."""
+    optuna = import_optuna()
+    distributions = _distributions(optuna, study.algorithm, study.space)
+    sampler = optuna.samplers.TPESampler(seed=int(digest(["bench tune", seed, number]), 16) % 2**32)
+    optuna_study = optuna.create_study(direction="minimize" if lower_is_better else "maximize", sampler=sampler)
+    for values, score in finished:
+        state = optuna.trial.TrialState.COMPLETE if score is not None else optuna.trial.TrialState.FAIL
+        optuna_study.add_trial(optuna.trial.create_trial(params=values, distributions=distributions, state=state,
+                                                         value=score))
+    return dict(optuna_study.ask(distributions).params)
+
+
+def plan_studies(suite_name: str, algorithms: list[str] | None, trials: int, tier: str | None, seed: int,
+                 results_dir: Path, overrides: list[str] | tuple[str, ...]) -> tuple[Suite, list[Study], dict[str, str]]:
+    """Resolve and check a tuning request (bad input fails here, before any trial)."""
+    if trials < 1:
+        raise BenchError(f"--trials {trials}: give at least 1 trial per algorithm")
+    parsed = Overrides.parse(overrides)
+    if parsed.algorithms:
+        raise BenchError(f"--set {', '.join(parsed.algorithms)}.*: bench tune searches the hyperparameters; "
+                         "only suite.FIELD=VALUE (the budget every algorithm gets) may be set")
+    suite = load_suite(suite_name, tier=tier, overrides=parsed.suite, override_texts=parsed.texts)
+    chosen, skipped = resolve_algorithms(suite, algorithms)
+    studies = []
+    for algorithm in chosen:
+        space = algorithm.search_space(suite)
+        if not space:
+            if algorithms is not None:
+                raise BenchError(f"{algorithm.name} declares no tunable hyperparameter: nothing to tune")
+            skipped[algorithm.name] = "declares no tunable hyperparameter"
+            continue
+        provenance = {
+            "suite": suite.name, "suite_version": suite.version, "tier": suite.tier,
+            "protocol_hash": suite.protocol_hash(), "budget": suite.budget(), "overrides": list(suite.overrides),
+            "algorithm": algorithm.name, "code_version": algorithm.code_version(),
+            "defaults": {**algorithm.Hparams().model_dump(mode="json"), **suite.algorithms.get(algorithm.name, {})},
+            "search_space": {k: v.to_json() for k, v in space.items()},
+            "trials": trials, "seed": seed, "sampler": SAMPLER, "score": "best validation metric (val_tasks episodes)",
+            "pruning": "none",
+        }
+        study_hash = digest(provenance)
+        directory = results_dir / records.TUNING / suite.name / str(suite.tier) / f"{algorithm.name}-{study_hash[:12]}"
+        studies.append(Study(algorithm, space, directory, {**provenance, "study_sha256": study_hash}))
+    if not studies:
+        raise BenchError(f"nothing to tune on {suite.name}: " + "; ".join(f"{k}: {v}" for k, v in skipped.items()))
+    return suite, studies, skipped
+
+
+def _score(record: dict[str, Any]) -> float | None:
+    value = (record.get("training") or {}).get("best_val_metric") if record["status"] == "completed" else None
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _stored_trial(study: Study, number: int) -> dict[str, Any] | None:
+    """The finished record of trial ``number``, if one is stored."""
+    directory = study.trial_dir(number)
+    for path in records.iter_record_paths(directory) if directory.is_dir() else []:
+        record = records.load_record(path)
+        if record["status"] in executors.FINISHED:
+            return record
+    return None
+
+
+def run_study(study: Study, suite_name: str, suite: Suite, seed: int, device: str,
+              overrides: list[str] | tuple[str, ...], resume: bool, progress: bool) -> dict[str, Any]:
+    """Every trial of ``study``; returns its summary (also written to the study's ``study.json``)."""
+    name, lower = study.algorithm.name, suite.lower_is_better
+    study_file = study.directory / "study.json"
+    if study.directory.exists() and not resume:
+        raise BenchError(f"{study.directory} already holds this study's trials; add --resume to continue it "
+                         "(finished trials are kept), or move the folder away to start again")
+    study.directory.mkdir(parents=True, exist_ok=True)
+    records.write_atomic(study_file, json.dumps({**study.provenance, "status": "running"}, indent=1) + "\n")
+    finished: list[tuple[dict[str, Any], float | None]] = []
+    trials = []
+    for number in range(study.provenance["trials"]):
+        values = suggest(study, finished, number, seed, lower)
+        record = _stored_trial(study, number)
+        if record is None:
+            log.info("%s trial %d: %s", name, number, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                                                  for k, v in values.items()))
+            plan = plan_run(suite_name, [name], [seed], suite.tier, study.trial_dir(number), device,
+                            overrides, assigned={name: values},
+                            tuning_trial={"study": study.name, "study_sha256": study.provenance["study_sha256"],
+                                          "number": number, "values": values})
+            [record] = executors.execute(plan, progress=progress, resume=True)
+        stored_values = (record.get("tuning_trial") or {}).get("values")
+        if stored_values != values:
+            raise BenchError(f"{study.trial_dir(number)}: its record holds {stored_values}, but this study draws "
+                             f"{values} for trial {number}; the folder belongs to another study: move it away")
+        score = _score(record)
+        finished.append((values, score))
+        trials.append({"number": number, "values": values, "best_val_metric": score, "status": record["status"],
+                       "wall_time_s": (record.get("timing") or {}).get("wall_time_s")})
+    scored = [t for t in trials if t["best_val_metric"] is not None]
+    if not scored:
+        raise BenchError(f"{name}: none of its {len(trials)} trials finished with a validation score "
+                         f"(see the records under {study.directory})")
+    best = (min if lower else max)(scored, key=lambda t: t["best_val_metric"])
+    summary = {**study.provenance, "status": "completed", "trials_run": trials, "best": best,
+               "tuning_wall_time_s": sum(t["wall_time_s"] or 0.0 for t in trials)}
+    records.write_atomic(study_file, json.dumps(summary, indent=1) + "\n")
+    return summary
+
+
+def tune(suite_name: str, algorithms: list[str] | None = None, trials: int = 20, tier: str | None = None, seed: int = 0,
+         results_dir: Path | str = "results", device: str = "auto", overrides: list[str] | tuple[str, ...] = (),
+         resume: bool = False, progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
+    """Tune each algorithm (all that apply when None) on ``suite_name``; the study summaries and the tuned file."""
+    import_optuna()
+    results_path = Path(results_dir)
+    suite, studies, skipped = plan_studies(suite_name, algorithms, trials, tier, seed, results_path, overrides)
+    for name, why in skipped.items():
+        log.info("not tuned: %s (%s)", name, why)
+    for study in studies:  # every study's folder is checked before the first trial runs
+        if study.directory.exists() and not resume:
+            raise BenchError(f"{study.directory} already holds this study's trials; add --resume to continue it "
+                             "(finished trials are kept), or move the folder away to start again")
+    records.check_writable(results_path, subdirs=(records.TUNING, records.TUNED))
+    summaries = [run_study(study, suite_name, suite, seed, device, overrides, resume, progress) for study in studies]
+    return summaries, write_tuned(results_path, suite, summaries)
+
