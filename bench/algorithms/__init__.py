@@ -16,7 +16,9 @@ from bench.algorithms import (  # noqa: F401
     protonet,
     relationnet,
     reptile,
+    rfs,
     setfit,
+    simpleshot,
     transfer,
 )
 from bench.algorithms.base import ALGORITHMS, Algorithm, Hyperparameters, Problem, register
