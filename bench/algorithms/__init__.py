@@ -10,6 +10,7 @@ from bench.algorithms import (  # noqa: F401
     maml,
     maml_l2l,
     matchingnet,
+    metabaseline,
     metaoptnet,
     metasgd,
     metasgd_l2l,
