@@ -14,6 +14,7 @@ from bench.algorithms import (  # noqa: F401
     metaoptnet,
     metasgd,
     metasgd_l2l,
+    protomaml,
     protonet,
     relationnet,
     reptile,
