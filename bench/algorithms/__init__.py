@@ -3,6 +3,7 @@
 from bench.algorithms import (  # noqa: F401
     anil,
     baseline,
+    boil,
     centroid,
     cnp,
     finetune,
