@@ -6,7 +6,8 @@ table (``<!-- perf -->``) has one block per machine (device and CPU model), each
 ``bench perf`` record in ``results/perf/``, the
 suite-cost table (``<!-- cost -->``) from the newest ``bench cost`` record in ``results/cost/``, the
 executor tables (``<!-- executors -->``) from every ``bench perf-executors`` record in ``results/perf/``, the
-GPU tables (``<!-- gpu -->``, ``<!-- gpu:compact -->``) from the GPU kit's outputs in ``results/gpu/``.
+GPU tables (``<!-- gpu -->``, ``<!-- gpu:compact -->``) from the GPU kit's outputs in ``results/gpu/``, the
+tuning tables (``<!-- tuning:SUITE:TIER -->``) from the finished studies in ``results/tuning/``.
 ``tests/test_readme.py`` fails when a table and its records disagree.
 
 Usage: python tools/update_readme.py [--check]
@@ -44,6 +45,7 @@ EXECUTORS_BLOCK = re.compile(r"(<!-- executors -->\n)(?P<body>.*?)(<!-- /executo
 CHUNKS_BLOCK = re.compile(r"(<!-- chunks -->\n)(?P<body>.*?)(<!-- /chunks -->)", re.S)
 REPRODUCE_BLOCK = re.compile(r"(<!-- reproduce -->\n)(?P<body>.*?)(<!-- /reproduce -->)", re.S)
 FAMILY_BLOCK = re.compile(r"(<!-- algorithms:(?P<family>[\w-]+) -->\n)(?P<body>.*?)(<!-- /algorithms -->)", re.S)
+TUNING_BLOCK = re.compile(r"(<!-- tuning:(?P<suite>[\w.-]+):(?P<tier>\w+) -->\n)(?P<body>.*?)(?P<end><!-- /tuning -->)", re.S)
 GPU_BLOCK = re.compile(r"(<!-- gpu(?P<compact>:compact)? -->\n)(?P<body>.*?)(?P<end><!-- /gpu -->)", re.S)
 CLI_BLOCK = re.compile(r"(<!-- cli-reference -->\n)(?P<body>.*?)(<!-- /cli-reference -->)", re.S)
 # The pages whose blocks are generated:
@@ -133,6 +135,28 @@ def compact_table(boards: list[tuple[dict, Any]], results_dir: Path) -> str:
                  f"{_rate(r.meta_train_tasks_per_s)} | {_rate(r.test_tasks_per_s)} |" for r in table.itertuples(index=False)]
         out.append(f"**{title(description)}**; throughput measured on {' and '.join(machines)}:\n\n" + "\n".join(rows))
     return "\n\n".join(out)
+
+
+def _value(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def tuning_block(results_dir: Path, suite: str, tier: str) -> str:
+    """Every finished ``bench tune`` study of ``suite`` at ``tier``: its trials, best values and time."""
+    studies = [json.loads(path.read_text()) for path in sorted((results_dir / "tuning" / suite / tier).glob("*/study.json"))]
+    studies = [s for s in studies if s.get("status") == "completed"]
+    if not studies:
+        return f"(no finished `bench tune {suite} --tier {tier}` study yet)"
+    lines = ["| algorithm | trials (scored) | best trial | best validation | best values | defaults | tuning wall s | study |",
+             "|---|---|---|---|---|---|---|---|"]
+    for study in sorted(studies, key=lambda s: s["algorithm"]):
+        best, scored = study["best"], sum(t["best_val_metric"] is not None for t in study["trials_run"])
+        values = ", ".join(f"{k}={_value(v)}" for k, v in best["values"].items())
+        defaults = ", ".join(f"{k}={_value(study['defaults'].get(k))}" for k in best["values"])
+        lines.append(f"| {study['algorithm']} | {study['trials']} ({scored}) | {best['number']} | "
+                     f"{best['best_val_metric']:.4g} | {values} | {defaults} | {study['tuning_wall_time_s']:.0f} | "
+                     f"{study['study_sha256'][:8]} |")
+    return "\n".join(lines)
 
 
 def gpu_kit_runs(results_dir: Path) -> list[tuple[Path, dict[str, Any], dict[str, Any]]]:
@@ -237,6 +261,7 @@ def regenerate(text: str, results_dir: Path = RESULTS) -> str:
     if CLI_BLOCK.search(text):
         text = CLI_BLOCK.sub(lambda match: f"{match.group(1)}{cli_reference()}\n{match.group(3)}", text)
     text = EXECUTORS_BLOCK.sub(executors_table, text)
+    text = TUNING_BLOCK.sub(lambda m: f"{m.group(1)}{tuning_block(results_dir, m['suite'], m['tier'])}\n{m['end']}", text)
     text = GPU_BLOCK.sub(lambda match: f"{match.group(1)}{gpu_block(results_dir, bool(match['compact']))}\n{match['end']}", text)
     return COST_BLOCK.sub(cost_table, PERF_BLOCK.sub(perf_table, BLOCK.sub(table, text)))
 

@@ -32,7 +32,7 @@ from bench.errors import BenchError
 from bench.identity import digest
 from bench.run import executors
 from bench.run.runner import Overrides, plan_run, resolve_algorithms
-from bench.run.tuned import write_tuned
+from bench.run.tuned import tuned_path, write_tuned
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +202,9 @@ def tune(suite_name: str, algorithms: list[str] | None = None, trials: int = 20,
             raise BenchError(f"{study.directory} already holds this study's trials; add --resume to continue it "
                              "(finished trials are kept), or move the folder away to start again")
     records.check_writable(results_path, subdirs=(records.TUNING, records.TUNED))
-    summaries = [run_study(study, suite_name, suite, seed, device, overrides, resume, progress) for study in studies]
-    return summaries, write_tuned(results_path, suite, summaries)
+    summaries, path = [], tuned_path(results_path, suite)
+    for study in studies:  # each algorithm's best is written as its study ends, so a killed run keeps the finished ones
+        summaries.append(run_study(study, suite_name, suite, seed, device, overrides, resume, progress))
+        path = write_tuned(results_path, suite, summaries[-1:])
+    return summaries, path
 

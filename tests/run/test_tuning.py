@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import pytest
 from bench import api, records
 from bench.errors import BenchError
 from bench.run.runner import Episodes
+from tests.conftest import ROOT
 
 pytest.importorskip("optuna")
 
@@ -51,6 +53,12 @@ def test_every_algorithm_gets_the_same_trials_scored_on_validation_and_the_best_
     tuned = json.loads(tuned_file.read_text())["algorithms"]
     assert tuned["maml"]["hyperparameters"] == summaries[0]["best"]["values"]
     assert tuned["maml"]["provenance"]["trials"] == 3 and tuned["maml"]["provenance"]["pruning"] == "none"
+    # The docs' tuning table is generated from the studies (tools/update_readme.py).
+    sys.path.insert(0, str(ROOT / "tools"))
+    import update_readme
+
+    table = update_readme.tuning_block(Path(tmp_path), "sine", "smoke")
+    assert table.count("\n| maml | 3 (") == 1 and table.count("\n| cnp | 3 (") == 1 and "lr=0.001 |" in table
     # Trial records stay out of the leaderboards: no completed run of sine exists.
     with pytest.raises(BenchError, match="no completed records for suite 'sine'"):
         api.leaderboard("sine", tmp_path, "smoke")
