@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,10 +311,15 @@ class Algorithm(nn.Module):
 
     @classmethod
     def code_version(cls) -> str:
-        """A hash of the source files this algorithm runs: its module, its base classes' modules, and
+        """A hash of the source files this algorithm runs: its module, its base classes' modules, the
+        other algorithm modules those import from (ProtoNet's ``class_means`` in SimpleShot's), and
         every module of ``bench/models/`` (the networks) and ``bench/tasks/`` (the episodes' tensors)."""
         digest = hashlib.sha256()
-        files = {Path(inspect.getfile(c)) for c in cls.__mro__ if c is cls or c.__module__.startswith("bench.")}
+        modules = {c.__module__ for c in cls.__mro__ if c is cls or c.__module__.startswith("bench.")}
+        modules |= {origin for name in modules for value in vars(sys.modules[name]).values()
+                    if isinstance(origin := getattr(value, "__module__", None), str)
+                    and origin.startswith("bench.algorithms.")}
+        files = {Path(inspect.getfile(sys.modules[name])) for name in modules}
         package = Path(__file__).resolve().parent.parent
         files |= {*package.glob("models/*.py"), *package.glob("tasks/*.py")}
 

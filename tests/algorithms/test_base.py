@@ -21,6 +21,18 @@ def test_the_code_version_covers_the_algorithm_its_bases_the_networks_and_the_ep
     assert maml.code_version() == before
 
 
+@pytest.mark.parametrize(("name", "helper"), [("simpleshot", "protonet.py"), ("centroid", "protonet.py"),
+                                            ("maml.l2l", "maml.py")])
+def test_the_code_version_covers_the_algorithm_modules_it_imports_from(name, helper, monkeypatch):
+    algorithm = ALGORITHMS.get(name)
+    before = algorithm.code_version()
+    original = Path.read_bytes
+    with monkeypatch.context() as patch:
+        patch.setattr(Path, "read_bytes", lambda self: original(self) + (b"#" if self.name == helper else b""))
+        assert algorithm.code_version() != before
+    assert algorithm.code_version() == before
+
+
 def test_the_code_version_does_not_cover_another_algorithm_s_file(monkeypatch):
     maml = ALGORITHMS.get("maml")
     before = maml.code_version()
