@@ -30,6 +30,7 @@ from bench.records import load_evaluation_records, load_records  # noqa: E402
 from bench.results import reproduce  # noqa: E402
 from bench.results.leaderboard import leaderboards, render, title  # noqa: E402
 from bench.results.report import entry_records  # noqa: E402
+from bench.run.tuning import format_values  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
 import gpu_kit  # noqa: E402
@@ -137,10 +138,6 @@ def compact_table(boards: list[tuple[dict, Any]], results_dir: Path) -> str:
     return "\n\n".join(out)
 
 
-def _value(value: Any) -> str:
-    return f"{value:.4g}" if isinstance(value, float) else str(value)
-
-
 def tuning_block(results_dir: Path, suite: str, tier: str) -> str:
     """Every finished ``bench tune`` study of ``suite`` at ``tier``: its trials, best values and time."""
     studies = [json.loads(path.read_text()) for path in sorted((results_dir / "tuning" / suite / tier).glob("*/study.json"))]
@@ -151,8 +148,8 @@ def tuning_block(results_dir: Path, suite: str, tier: str) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for study in sorted(studies, key=lambda s: s["algorithm"]):
         best, scored = study["best"], sum(t["best_val_metric"] is not None for t in study["trials_run"])
-        values = ", ".join(f"{k}={_value(v)}" for k, v in best["values"].items())
-        defaults = ", ".join(f"{k}={_value(study['defaults'].get(k))}" for k in best["values"])
+        values = format_values(best["values"])
+        defaults = format_values({k: study["defaults"].get(k) for k in best["values"]})
         lines.append(f"| {study['algorithm']} | {study['trials']} ({scored}) | {best['number']} | "
                      f"{best['best_val_metric']:.4g} | {values} | {defaults} | {study['tuning_wall_time_s']:.0f} | "
                      f"{study['study_sha256'][:8]} |")

@@ -100,8 +100,12 @@ class Baseline(Algorithm):
         x = torch.cat([batch.support_x, batch.query_x], dim=1)
         classes = torch.cat([batch.support_classes, batch.query_classes], dim=1)
         features = self.backbone.features(self.backbone.params(), x)
+        self.observe_pretraining_features(features)
         logits = self.classify(features, self.classifier_weight, self.classifier_bias)
         return F.cross_entropy(logits.flatten(0, 1), classes.flatten())
+
+    def observe_pretraining_features(self, features: torch.Tensor) -> None:
+        """Each pre-training batch's features (B, n, d), for methods that keep statistics of them (SimpleShot's mean)."""
 
     def evaluation_steps(self, protocol_steps: int) -> int:
         return self.hparams.finetune_steps

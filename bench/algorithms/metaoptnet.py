@@ -84,8 +84,8 @@ def crammer_singer_dual(gram: torch.Tensor, one_hot: torch.Tensor, c: float, ite
     projection per example. FISTA (Beck and Teboulle 2009) with adaptive restart (O'Donoghue and
     Candes 2015: momentum is reset for a task when it points uphill) runs ``iterations`` steps of
     size 1 / L from alpha = 0, L >= lambda_max(K) by at most a factor n^(1/64)
-    (``largest_eigenvalue_bound``); autograd differentiates through the unrolled steps. The step size and the restart decisions are held constant (detached): the solution does not depend
-    on them.
+    (``largest_eigenvalue_bound``); autograd differentiates through the unrolled steps. The step
+    size and the restart decisions are held constant (detached): the solution does not depend on them.
     """
     step = 1.0 / largest_eigenvalue_bound(gram.detach())
     target = c * one_hot

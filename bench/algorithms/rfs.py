@@ -12,7 +12,7 @@ from pydantic import Field
 
 from bench.algorithms.base import Hyperparameters, LearningRate, Search, register
 from bench.algorithms.baseline import Baseline
-from bench.errors import BenchError
+from bench.algorithms.heads import logistic_regression_scores
 from bench.tasks import TaskBatch
 
 
@@ -21,17 +21,6 @@ class RFSHparams(Hyperparameters):
     # The reference code's classifier: scikit-learn's LogisticRegression, L2 penalty, C = 1, lbfgs, 1,000 iterations.
     head_c: Annotated[float, Field(gt=0.0), Search(0.01, 100.0, log=True)] = 1.0
     head_max_iter: int = Field(default=1000, ge=1)
-
-
-def logistic_regression_scores(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, c: float,
-                               max_iter: int) -> torch.Tensor:
-    """scikit-learn's multinomial LogisticRegression fitted on one task's support features (n, d):
-    the query features' (m, d) decision scores (m, ways)."""
-    from sklearn.linear_model import LogisticRegression
-
-    head = LogisticRegression(C=c, max_iter=max_iter, random_state=0)
-    head.fit(support.double().cpu().numpy(), labels.cpu().numpy())
-    return torch.as_tensor(head.decision_function(query.double().cpu().numpy()), dtype=query.dtype, device=query.device)
 
 
 @register("rfs")
@@ -55,10 +44,6 @@ class RFS(Baseline):
         ways = self.problem.ways_of(batch)
         with torch.no_grad():
             support, query = (F.normalize(f, dim=-1) for f in self.embed_episode(self.backbone.params(), batch))
-        scores = []
-        for task in range(len(batch)):
-            if torch.unique(batch.support_y[task]).numel() != ways:
-                raise BenchError(f"{self.name}: a support set without every one of its {ways} classes")
-            scores.append(logistic_regression_scores(support[task], batch.support_y[task], query[task],
-                                                     self.hparams.head_c, self.hparams.head_max_iter))
+        scores = [logistic_regression_scores(self.name, support[task], batch.support_y[task], query[task], ways,
+                                             self.hparams.head_c, self.hparams.head_max_iter) for task in range(len(batch))]
         return self.problem.metric(torch.stack(scores), batch.query_y)

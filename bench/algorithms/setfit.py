@@ -15,9 +15,9 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from bench.algorithms.base import Hyperparameters, LearningRate, Problem, Search, register
+from bench.algorithms.heads import logistic_regression_scores
 from bench.algorithms.sentence import Embed, SentenceEncoderBaseline
 from bench.config import Suite
-from bench.errors import BenchError
 from bench.models.base import Params
 
 PAIR_SHUFFLE_SEED = 42  # setfit.sampler.shuffle_combinations: a fixed permutation of all pairs
@@ -147,12 +147,5 @@ class SetFit(SentenceEncoderBaseline):
 
     def head_scores(self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
         """scikit-learn's LogisticRegression (setfit's default head) on the support embeddings -> query scores (n, ways)."""
-        from sklearn.linear_model import LogisticRegression
-
-        y = labels.cpu().numpy()
-        if len(set(y.tolist())) != ways:
-            raise BenchError(f"{self.name}: a support set without every one of its {ways} classes")
-        head = LogisticRegression(C=self.hparams.head_c, max_iter=self.hparams.head_max_iter)
-        head.fit(support.double().cpu().numpy(), y)
-        scores = head.decision_function(query.double().cpu().numpy())
-        return torch.as_tensor(scores, dtype=torch.float32, device=query.device)
+        return logistic_regression_scores(self.name, support, labels, query, ways, self.hparams.head_c,
+                                          self.hparams.head_max_iter)

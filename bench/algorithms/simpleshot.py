@@ -13,7 +13,6 @@ from pydantic import Field
 from bench.algorithms.base import Hyperparameters, LearningRate, Problem, Search, register
 from bench.algorithms.baseline import Baseline
 from bench.algorithms.protonet import class_means
-from bench.errors import BenchError
 from bench.tasks import TaskBatch
 
 
@@ -57,6 +56,8 @@ class SimpleShot(Baseline):
     hparams: SimpleShotHparams  # type: ignore[assignment]
     feature_sum: torch.Tensor
     weight_sum: torch.Tensor
+    # The moving mean is of each whole meta-batch: split into task chunks (a speed choice) it would change.
+    supports_task_chunks = False
 
     def __init__(self, hparams: SimpleShotHparams, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)  # type: ignore[arg-type]
@@ -68,18 +69,11 @@ class SimpleShot(Baseline):
         computed on the device, without asking the host to look at the count."""
         return self.feature_sum / self.weight_sum.clamp_min(1.0)
 
-    def meta_loss(self, batch: TaskBatch) -> torch.Tensor:
-        if batch.support_classes is None or batch.query_classes is None:
-            raise BenchError(f"{self.name} needs each training example's class (TaskBatch.support_classes)")
-        x = torch.cat([batch.support_x, batch.query_x], dim=1)
-        classes = torch.cat([batch.support_classes, batch.query_classes], dim=1)
-        features = self.backbone.features(self.backbone.params(), x)
+    def observe_pretraining_features(self, features: torch.Tensor) -> None:
         with torch.no_grad():
             decay = self.hparams.mean_decay
             self.feature_sum.mul_(decay).add_(features.detach().flatten(0, 1).mean(0))
             self.weight_sum.mul_(decay).add_(1.0)
-        logits = self.classify(features, self.classifier_weight, self.classifier_bias)
-        return F.cross_entropy(logits.flatten(0, 1), classes.flatten())
 
     def evaluation_steps(self, protocol_steps: int) -> int:
         return 0

@@ -13,6 +13,7 @@ from bench.cli import common
 from bench.config import TEXT_ENCODERS
 from bench.errors import one_line
 from bench.run.execution import ExecutionOptions
+from bench.run.tuning import format_values
 
 log = logging.getLogger("bench")
 
@@ -153,9 +154,9 @@ def handle_tune(args: argparse.Namespace) -> int:
                                args.device, args.overrides, args.resume, progress=not args.quiet)
     for summary in summaries:
         best = summary["best"]
-        values = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in best["values"].items())
         print(f"{summary['algorithm']}: best of {summary['trials']} trials is trial {best['number']} "
-              f"(validation {best['best_val_metric']:.4g}): {values}; {summary['tuning_wall_time_s']:.0f} s in all")
+              f"(validation {best['best_val_metric']:.4g}): {format_values(best['values'])}; "
+              f"{summary['tuning_wall_time_s']:.0f} s in all")
     print(f"tuned hyperparameters: {path} (run them with `bench run {args.suite} --tuned`)")
     return 0
 

@@ -714,15 +714,10 @@ class TrainingLoop:
                 "inner_steps": self.eval_steps,
                 "per_task": values,
             },
-            training={
-                "meta_iterations": suite.meta_iterations,
-                "best_iteration": self.best_iteration,
-                "best_val_metric": self.best_value if math.isfinite(self.best_value) else None,
-                "selection": ("best validation metric, checked every val_every iterations" if self.algorithm.learns
-                              else "none: nothing is trained (validated once, at the end)"),
-                "state_sha256": state_sha256(self.best_state),  # the selected model's bits (bench reproduce compares them)
-                "curve": self.curve,
-            },
+            training=self.training_entry(
+                "best validation metric, checked every val_every iterations" if self.algorithm.learns
+                else "none: nothing is trained (validated once, at the end)",
+                state_sha256=state_sha256(self.best_state)),  # the selected model's bits (bench reproduce compares them)
             timing={
                 "method": self.train_timer.method,
                 "warmup_iterations": min(suite.warmup_iterations, suite.meta_iterations),
@@ -743,18 +738,18 @@ class TrainingLoop:
         if self.plan.save_models:
             self.record["saved_model"] = save_model(self.best_state, self.plan.results_dir, self.algorithm.problem)
 
+    def training_entry(self, selection: str, **extra: Any) -> dict[str, Any]:
+        """The record's ``training``: its length, the selected iteration and score, how it was selected, the curve."""
+        return {"meta_iterations": self.suite.meta_iterations, "best_iteration": self.best_iteration,
+                "best_val_metric": self.best_value if math.isfinite(self.best_value) else None,
+                "selection": selection, **extra, "curve": self.curve}
 
     def complete_trial_record(self) -> None:
         """A tuning trial's record: its validation curve and best validation metric; no test metric."""
         self.record.update(
             status="completed",
-            training={
-                "meta_iterations": self.suite.meta_iterations,
-                "best_iteration": self.best_iteration,
-                "best_val_metric": self.best_value if math.isfinite(self.best_value) else None,
-                "selection": "a tuning trial: scored by its best validation metric; the test episodes are not evaluated",
-                "curve": self.curve,
-            },
+            training=self.training_entry(
+                "a tuning trial: scored by its best validation metric; the test episodes are not evaluated"),
             timing={"method": self.train_timer.method, "meta_train_seconds": sum(self.train_timer.segment_seconds()),
                     "wall_time_s": self.wall_seconds()},
             memory={"peak_mb": self.peak_mb(), "kind": self.memory.kind},

@@ -65,7 +65,12 @@ class Study:
         return self.directory / f"trial-{number:03d}"
 
 
-def _distributions(optuna: Any, algorithm: type[Algorithm], space: dict[str, Search]) -> dict[str, Any]:
+def format_values(values: dict[str, Any]) -> str:
+    """Hyperparameter values as ``name=value`` pairs, floats to 4 significant digits."""
+    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in values.items())
+
+
+def _distributions(algorithm: type[Algorithm], space: dict[str, Search]) -> dict[str, Any]:
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     fields = algorithm.Hparams.model_fields
@@ -85,7 +90,7 @@ def suggest(study: Study, finished: list[tuple[dict[str, Any], float | None]], n
     """Trial ``number``'s values: a pure function of the study, its seed and the earlier trials' results
     (``finished``: values and score, None for a trial that failed or diverged)."""
     optuna = import_optuna()
-    distributions = _distributions(optuna, study.algorithm, study.space)
+    distributions = _distributions(study.algorithm, study.space)
     sampler = optuna.samplers.TPESampler(seed=int(digest(["bench tune", seed, number]), 16) % 2**32)
     optuna_study = optuna.create_study(direction="minimize" if lower_is_better else "maximize", sampler=sampler)
     for values, score in finished:
@@ -147,13 +152,10 @@ def _stored_trial(study: Study, number: int) -> dict[str, Any] | None:
 
 
 def run_study(study: Study, suite_name: str, suite: Suite, seed: int, device: str,
-              overrides: list[str] | tuple[str, ...], resume: bool, progress: bool) -> dict[str, Any]:
-    """Every trial of ``study``; returns its summary (also written to the study's ``study.json``)."""
+              overrides: list[str] | tuple[str, ...], progress: bool) -> dict[str, Any]:
+    """Every trial of ``study`` (its stored ones read back); returns its summary (also written to ``study.json``)."""
     name, lower = study.algorithm.name, suite.lower_is_better
     study_file = study.directory / "study.json"
-    if study.directory.exists() and not resume:
-        raise BenchError(f"{study.directory} already holds this study's trials; add --resume to continue it "
-                         "(finished trials are kept), or move the folder away to start again")
     study.directory.mkdir(parents=True, exist_ok=True)
     records.write_atomic(study_file, json.dumps({**study.provenance, "status": "running"}, indent=1) + "\n")
     finished: list[tuple[dict[str, Any], float | None]] = []
@@ -162,8 +164,7 @@ def run_study(study: Study, suite_name: str, suite: Suite, seed: int, device: st
         values = suggest(study, finished, number, seed, lower)
         record = _stored_trial(study, number)
         if record is None:
-            log.info("%s trial %d: %s", name, number, ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                                                  for k, v in values.items()))
+            log.info("%s trial %d: %s", name, number, format_values(values))
             plan = plan_run(suite_name, [name], [seed], suite.tier, study.trial_dir(number), device,
                             overrides, assigned={name: values},
                             tuning_trial={"study": study.name, "study_sha256": study.provenance["study_sha256"],
@@ -204,7 +205,7 @@ def tune(suite_name: str, algorithms: list[str] | None = None, trials: int = 20,
     records.check_writable(results_path, subdirs=(records.TUNING, records.TUNED))
     summaries, path = [], tuned_path(results_path, suite)
     for study in studies:  # each algorithm's best is written as its study ends, so a killed run keeps the finished ones
-        summaries.append(run_study(study, suite_name, suite, seed, device, overrides, resume, progress))
+        summaries.append(run_study(study, suite_name, suite, seed, device, overrides, progress))
         path = write_tuned(results_path, suite, summaries[-1:])
     return summaries, path
 

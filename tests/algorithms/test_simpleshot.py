@@ -57,3 +57,5 @@ def test_the_cl2n_mean_follows_the_training_features_and_is_part_of_the_selected
     expected = before.backbone.features(before.backbone.params(), x).flatten(0, 1).mean(0)
     torch.testing.assert_close(algorithm.base_mean(), expected.detach())
     assert algorithm.evaluation_steps(10) == 0
+    # one update per meta-batch whatever the speed choice: task chunks would update it per chunk
+    assert not algorithm_cls.chunks_tasks() and ALGORITHMS.get("baseline").chunks_tasks()
