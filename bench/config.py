@@ -491,6 +491,11 @@ class Suite(StrictModel):
         description="transductive: statistics of each episode's support and query images together (MAML's code); "
                     "inductive: of its support set only, so no query's prediction depends on another query "
                     "(MetaBN, Bronskill et al. 2020); none: a network without batch norm")
+    inference: Literal["inductive", "transductive"] = Field(
+        default="inductive",
+        description="transductive: a method classifies each episode's queries together (TIM's query entropies, "
+                    "LaplacianShot's query graph), so only transductive methods run and share a table; inductive: "
+                    "each query on its own, as far as the classifier goes (batch_norm says the same of the normaliser)")
     meta_batch_size: int = Field(ge=1, le=MAX_TASKS)
     meta_iterations: int = Field(ge=1, le=MAX_ITERATIONS)
     val_every: int = Field(ge=1, le=MAX_ITERATIONS)
@@ -580,6 +585,9 @@ class Suite(StrictModel):
             raise ValueError("a text dataset needs model kind 'text' (a sentence encoder), and model 'text' a text dataset")
         if self.grouped_episodes and self.task_type != "classification":
             raise ValueError("grouped_episodes applies to classification suites")
+        if self.inference == "transductive" and self.task_type != "classification":
+            raise ValueError("inference: transductive applies to classification suites (no regression method here is "
+                             "transductive)")
         if self.test_episodes is not None and self.task_type != "classification":
             raise ValueError("test_episodes applies to classification suites (regression tasks are generated, not drawn "
                              "from a dataset)")
@@ -622,7 +630,8 @@ class Suite(StrictModel):
         } if self.task_type == "classification" else {}) | (
             # Only when set, so that every other protocol keeps the hash it had.
             {"test_episodes_sha256": self.test_episodes_sha256} if self.test_episodes_sha256 else {}) | (
-            {"grouped_episodes": True} if self.grouped_episodes else {})
+            {"grouped_episodes": True} if self.grouped_episodes else {}) | (
+            {"inference": self.inference} if self.inference != "inductive" else {})
 
     def _model_fields(self) -> dict[str, Any]:
         fields = self.model.model_dump(mode="json")

@@ -7,8 +7,10 @@ from bench.algorithms import (  # noqa: F401
     cavia,
     centroid,
     cnp,
+    feat,
     finetune,
     fomaml,
+    laplacianshot,
     maml,
     maml_l2l,
     mamlpp,
@@ -24,7 +26,9 @@ from bench.algorithms import (  # noqa: F401
     rfs,
     setfit,
     simpleshot,
+    tim,
     transfer,
+    versa,
 )
 from bench.algorithms.base import ALGORITHMS, Algorithm, Hyperparameters, Problem, register
 

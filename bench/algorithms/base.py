@@ -186,6 +186,9 @@ class Algorithm(nn.Module):
     learns: ClassVar[bool] = True  # False: nothing is meta-trained, so there is no meta-training throughput
     # Whether the algorithm can normalise with support-set statistics only (suite batch_norm: inductive).
     inductive_batch_norm: ClassVar[bool] = True
+    # transductive: it classifies an episode's queries together; it runs only on suites with that
+    # inference (and they run no inductive method), so the two never share a table.
+    inference: ClassVar[str] = "inductive"
     # Whether its meta-loss is a mean of independent per-task losses, so that a meta-batch can be
     # processed in chunks of tasks (bench/run/execution.py measures which chunk size is fastest).
     supports_task_chunks: ClassVar[bool] = True
@@ -277,6 +280,9 @@ class Algorithm(nn.Module):
             return f"supports {', '.join(sorted(cls.task_types))}, not {suite.task_type}"
         if suite.batch_norm == "inductive" and not cls.inductive_batch_norm:
             return "has no inductive batch-norm mode"
+        if cls.inference != suite.inference:
+            return (f"is {cls.inference}, and the suite's inference is {suite.inference} (the "
+                    f"{cls.inference} suites: those with inference: {cls.inference})")
         return None
 
     @classmethod

@@ -26,14 +26,21 @@ class SimpleShotHparams(Hyperparameters):
     mean_decay: float = Field(default=0.99, ge=0.0, lt=1.0)
 
 
-def nearest_centroid_scores(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int,
-                            centre: torch.Tensor | None, normalise: bool, distance: str) -> torch.Tensor:
-    """Scores (B, n_query, ways): features (B, n, d) less ``centre``, L2-normalised if ``normalise``, then
-    minus the Euclidean distance to each class centroid of the support features, or the cosine to it."""
+def transformed(support: torch.Tensor, query: torch.Tensor, centre: torch.Tensor | None,
+                normalise: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The paper's feature transforms of (B, n, d) features: less ``centre`` (CL2N), then L2-normalised if ``normalise``."""
     if centre is not None:
         support, query = support - centre, query - centre
     if normalise:
         support, query = F.normalize(support, dim=-1), F.normalize(query, dim=-1)
+    return support, query
+
+
+def nearest_centroid_scores(support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor, ways: int,
+                            centre: torch.Tensor | None, normalise: bool, distance: str) -> torch.Tensor:
+    """Scores (B, n_query, ways): features (B, n, d) transformed (``transformed``), then minus the
+    Euclidean distance to each class centroid of the support features, or the cosine to it."""
+    support, query = transformed(support, query, centre, normalise)
     centroids = class_means(support, labels, ways)
     if distance == "cosine":
         return F.normalize(query, dim=-1) @ F.normalize(centroids, dim=-1).transpose(1, 2)
