@@ -218,6 +218,81 @@ class TinyImageNetData(StrictModel):
         return Normalization(mean=self.mean, std=self.std)
 
 
+# CIFAR-100's published class hierarchy (Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html):
+# each superclass and its five classes. The reader checks it against the archive's own labels.
+CIFAR100_SUPERCLASSES: dict[str, tuple[str, ...]] = {
+    "aquatic_mammals": ("beaver", "dolphin", "otter", "seal", "whale"),
+    "fish": ("aquarium_fish", "flatfish", "ray", "shark", "trout"),
+    "flowers": ("orchid", "poppy", "rose", "sunflower", "tulip"),
+    "food_containers": ("bottle", "bowl", "can", "cup", "plate"),
+    "fruit_and_vegetables": ("apple", "mushroom", "orange", "pear", "sweet_pepper"),
+    "household_electrical_devices": ("clock", "keyboard", "lamp", "telephone", "television"),
+    "household_furniture": ("bed", "chair", "couch", "table", "wardrobe"),
+    "insects": ("bee", "beetle", "butterfly", "caterpillar", "cockroach"),
+    "large_carnivores": ("bear", "leopard", "lion", "tiger", "wolf"),
+    "large_man-made_outdoor_things": ("bridge", "castle", "house", "road", "skyscraper"),
+    "large_natural_outdoor_scenes": ("cloud", "forest", "mountain", "plain", "sea"),
+    "large_omnivores_and_herbivores": ("camel", "cattle", "chimpanzee", "elephant", "kangaroo"),
+    "medium_mammals": ("fox", "porcupine", "possum", "raccoon", "skunk"),
+    "non-insect_invertebrates": ("crab", "lobster", "snail", "spider", "worm"),
+    "people": ("baby", "boy", "girl", "man", "woman"),
+    "reptiles": ("crocodile", "dinosaur", "lizard", "snake", "turtle"),
+    "small_mammals": ("hamster", "mouse", "rabbit", "shrew", "squirrel"),
+    "trees": ("maple_tree", "oak_tree", "palm_tree", "pine_tree", "willow_tree"),
+    "vehicles_1": ("bicycle", "bus", "motorcycle", "pickup_truck", "train"),
+    "vehicles_2": ("lawn_mower", "rocket", "streetcar", "tank", "tractor"),
+}
+# MetaOptNet's CIFAR-FS / FC100 normalisation (its data loaders: the CIFAR-100 training pixels' mean and std).
+CIFAR100_MEAN = (129.37731888 / 255, 124.10583864 / 255, 112.47758569 / 255)
+CIFAR100_STD = (68.20947949 / 255, 65.43124043 / 255, 70.45866994 / 255)
+
+
+class CIFAR100Data(StrictModel):
+    """CIFAR-100 (Krizhevsky 2009) as few-shot classes, from the official python archive, 32x32 RGB.
+
+    Every class keeps its first ``images_per_class`` images of the archive's 500 train then 100 test
+    images (600: all of them, as CIFAR-FS and FC100 use). ``split_by: class`` lists classes per split
+    (CIFAR-FS, Bertinetto et al. 2019: 64 / 16 / 20); ``split_by: superclass`` lists superclasses,
+    each standing for its five classes (FC100, Oreshkin et al. 2018: 12 / 4 / 4 superclasses, so no
+    superclass spans two splits).
+    """
+
+    kind: Literal["cifar100"]
+    archive: str = "cifar100/cifar-100-python.tar.gz"
+    split_by: Literal["class", "superclass"]
+    split: dict[SplitName, tuple[str, ...]]
+    images_per_class: int = Field(default=600, ge=1, le=600)
+    image_size: int = Field(default=32, ge=4)
+    resize_filter: ImageFilter = "lanczos"
+    mean: tuple[float, float, float] = CIFAR100_MEAN
+    std: tuple[float, float, float] = CIFAR100_STD
+
+    @model_validator(mode="after")
+    def _valid_split(self) -> CIFAR100Data:
+        known = set(CIFAR100_SUPERCLASSES) if self.split_by == "superclass" else {
+            c for classes in CIFAR100_SUPERCLASSES.values() for c in classes}
+        bad = [name for names in self.split.values() for name in names if name not in known]
+        if bad:
+            raise ValueError(f"{bad[0]!r} is not a CIFAR-100 {self.split_by}; {did_you_mean(bad[0], sorted(known))}")
+        _disjoint_split(self.split)
+        return self
+
+    @property
+    def split_classes(self) -> dict[SplitName, tuple[str, ...]]:
+        """Each split's classes (a superclass split's in the hierarchy's order)."""
+        if self.split_by == "class":
+            return dict(self.split)
+        return {split: tuple(c for name in names for c in CIFAR100_SUPERCLASSES[name]) for split, names in self.split.items()}
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    @property
+    def normalization(self) -> Normalization | None:
+        return Normalization(mean=self.mean, std=self.std)
+
+
 class MiniImageNetData(StrictModel):
     """mini-ImageNet (Vinyals et al. 2016) with Ravi & Larochelle's 64 / 16 / 20 class split, 84x84 RGB.
 
@@ -422,7 +497,8 @@ class TextModel(StrictModel):
         return self
 
 
-DataConfig = Annotated[SineData | OmniglotData | TinyImageNetData | MiniImageNetData | ImageFolderData | TextData,
+DataConfig = Annotated[SineData | OmniglotData | TinyImageNetData | CIFAR100Data | MiniImageNetData | ImageFolderData
+                       | TextData,
                        Field(discriminator="kind")]
 ModelConfig = Annotated[MLPModel | Conv4Model | ResNet12Model | TextModel, Field(discriminator="kind")]
 BUILT_IN_DATA_KINDS = tuple(get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(DataConfig)[0]))

@@ -34,7 +34,7 @@ def test_duplicate_names_are_refused():
 
 
 def test_wildcards():
-    assert ALGORITHMS.names("maml*") == ["maml", "maml.l2l"]
+    assert ALGORITHMS.names("maml*") == ["maml", "maml.l2l", "mamlpp"]
 
 
 @pytest.mark.parametrize("module_info", list(pkgutil.iter_modules(bench.algorithms.__path__)), ids=lambda m: m.name)

@@ -10,6 +10,7 @@ from bench.algorithms import (  # noqa: F401
     feat,
     finetune,
     fomaml,
+    imaml,
     laplacianshot,
     maml,
     maml_l2l,

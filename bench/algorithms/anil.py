@@ -22,7 +22,6 @@ class ANIL(MAML):
 
     Hparams = MAMLHparams
     hparams: MAMLHparams
-    adapts_body = False  # so it also runs on backbones whose body must stay shared (ResNet-12)
 
     @property
     def adapted_names(self) -> tuple[str, ...]:

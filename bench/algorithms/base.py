@@ -281,8 +281,8 @@ class Algorithm(nn.Module):
         if suite.batch_norm == "inductive" and not cls.inductive_batch_norm:
             return "has no inductive batch-norm mode"
         if cls.inference != suite.inference:
-            return (f"is {cls.inference}, and the suite's inference is {suite.inference} (the "
-                    f"{cls.inference} suites: those with inference: {cls.inference})")
+            return (f"is an {cls.inference} method and this suite's inference is {suite.inference}; it runs on "
+                    f"suites with inference: {cls.inference}")
         return None
 
     @classmethod

@@ -45,7 +45,6 @@ class CAVIA(GradientBased):
 
     Hparams = CAVIAHparams
     hparams: CAVIAHparams
-    adapts_body = False  # the network is shared by every task, so it runs on ResNet-12 too
 
     def __init__(self, hparams: CAVIAHparams, problem: Problem, generator: torch.Generator) -> None:
         Algorithm.__init__(self, hparams, problem, generator)

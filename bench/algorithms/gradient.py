@@ -22,7 +22,6 @@ import torch
 from torch.utils.checkpoint import checkpoint
 
 from bench.algorithms.base import Algorithm, Hyperparameters, Problem
-from bench.config import Suite
 from bench.models.mlp import Params
 from bench.tasks import TaskBatch
 
@@ -76,7 +75,6 @@ class GradientBased(Algorithm):
 
     family = "gradient-based"
     task_types = frozenset({"regression", "classification"})
-    adapts_body: bool = True  # False when only the head is adapted per task
     checkpoint_inner_steps: bool = False
     eval_chunk: int | None = None  # tasks adapted together at test time (None: EVAL_CHUNK); set from the run's execution
 
@@ -85,14 +83,6 @@ class GradientBased(Algorithm):
     def __init__(self, hparams: Hyperparameters, problem: Problem, generator: torch.Generator) -> None:
         super().__init__(hparams, problem, generator)
         self.backbone = problem.build_backbone(generator)
-
-    @classmethod
-    def inapplicable(cls, suite: Suite) -> str | None:
-        # ResNet-12's forward takes shared body parameters only (bench/models/resnet12.py), so
-        # methods that adapt parameters per task cannot run on it.
-        if cls.adapts_body and suite.model.kind == "resnet12":
-            return "adapts every layer per task, and the resnet12 backbone takes shared body parameters only"
-        return super().inapplicable(suite)
 
     @property
     def adapted_names(self) -> tuple[str, ...]:

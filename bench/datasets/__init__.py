@@ -13,6 +13,7 @@ import importlib
 from types import ModuleType
 
 from bench.config import (
+    CIFAR100Data,
     ImageFolderData,
     MiniImageNetData,
     Normalization,
@@ -26,6 +27,7 @@ from bench.datasets.base import ClassImages, cache_dir, data_dir
 DATA_MODULES = {
     "omniglot": "bench.datasets.omniglot",
     "tiny-imagenet": "bench.datasets.tiny_imagenet",
+    "cifar100": "bench.datasets.cifar100",
     "mini-imagenet": "bench.datasets.mini_imagenet",
     "image-folder": "bench.datasets.image_folder",
     "text": "bench.datasets.text",
@@ -53,7 +55,7 @@ def load_classification_data(suite: Suite) -> tuple[ClassImages, dict[str, list[
     if module is None or not hasattr(module, "load_split_images"):
         raise AssertionError(f"no image dataset reader for data kind {suite.data.kind!r}")
     data, splits = module.load_split_images(suite.data)
-    assert isinstance(suite.data, OmniglotData | TinyImageNetData | MiniImageNetData | ImageFolderData), \
+    assert isinstance(suite.data, OmniglotData | TinyImageNetData | CIFAR100Data | MiniImageNetData | ImageFolderData), \
         "image data (its reader ran)"
     return data, splits, suite.data.normalization
 

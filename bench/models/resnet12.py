@@ -4,6 +4,7 @@ https://arxiv.org/abs/1904.03758) with a functional forward and per-task batch-n
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -26,12 +27,13 @@ class ResNet12(FunctionalNetwork):
     inputs, 640 * 5 * 5 for 84x84. DropBlock, which MetaOptNet adds on mini-ImageNet, is not
     implemented.
 
-    ``features(params, x)`` takes x of shape (B, n, C, H, W) and returns (B, n, feature_dim). The
-    body's parameters must be shared by all tasks (a per-task body would cost B separate networks
-    of this size): a per-task body parameter raises ``ValueError``, so gradient-based methods that
-    adapt the body do not apply to it; ``head`` accepts per-task parameters (ANIL adapts only the
-    head). Batch norm uses each task's statistics over its n images and all positions, like
-    :class:`bench.models.conv4.Conv4`; there are no running statistics.
+    ``features(params, x)`` takes x of shape (B, n, C, H, W) and returns (B, n, feature_dim). Each
+    parameter is shared or per task (leading dimension B), so the gradient-based methods that adapt
+    the body run on it too: with any per-task body parameter the tasks are packed into the channel
+    dimension and every convolution is one grouped call, as Conv-4's (equal to running each task
+    alone, tested); with a shared body the tasks' images are one batch. Batch norm uses each task's
+    statistics over its n images and all positions, like :class:`bench.models.conv4.Conv4`; there
+    are no running statistics.
 
     Initialisation, from ``generator``: convolutions He-normal (fan-out, as MetaOptNet's code),
     batch norm weight 1 and bias 0, the head as ``nn.Linear`` draws it.
@@ -72,35 +74,66 @@ class ResNet12(FunctionalNetwork):
 
     def features(self, params: Params, x: torch.Tensor, stats_from: int | None = None) -> torch.Tensor:
         """(B, n, C, H, W) -> (B, n, feature_dim); batch-norm statistics over the first ``stats_from`` images (all when None)."""
-        tasks, n = x.shape[:2]
         own = dict(self.named_parameters())
+        body = [name for name in own if name.startswith("blocks.")]
+        for name in body:
+            if params[name].shape not in (own[name].shape, (x.shape[0], *own[name].shape)):
+                raise ValueError(f"ResNet-12: {name} has shape {tuple(params[name].shape)}, expected "
+                                 f"{tuple(own[name].shape)} (shared) or {(x.shape[0], *own[name].shape)} (per task)")
+        if any(params[name].dim() > own[name].dim() for name in body):
+            return self._per_task_features(params, x, stats_from)
+        return self._shared_features(params, x, stats_from)
 
-        def shared(name: str) -> torch.Tensor:
-            value = params[name]
-            if value.shape != own[name].shape:
-                raise ValueError(
-                    f"ResNet-12 takes shared body parameters only: {name} has shape {tuple(value.shape)}, "
-                    f"expected {tuple(own[name].shape)} (per-task parameters are not supported, so methods "
-                    "that adapt the body per task do not apply to this model)"
-                )
-            return value
+    def _shared_features(self, params: Params, x: torch.Tensor, stats_from: int | None) -> torch.Tensor:
+        """Shared body weights: the tasks' images are one batch, normalised task by task."""
+        tasks, n = x.shape[:2]
 
         def norm(h: torch.Tensor, name: str) -> torch.Tensor:
             # Statistics per task and channel, over that task's n images (or its first stats_from) and all positions.
             grouped = h.unflatten(0, (tasks, n))
             var, mean = torch.var_mean(grouped[:, :stats_from], dim=(1, 3, 4), keepdim=True, correction=0)
-            weight = shared(f"{name}.weight").view(1, 1, -1, 1, 1)
-            bias = shared(f"{name}.bias").view(1, 1, -1, 1, 1)
+            weight = params[f"{name}.weight"].view(1, 1, -1, 1, 1)
+            bias = params[f"{name}.bias"].view(1, 1, -1, 1, 1)
             return ((grouped - mean) * torch.rsqrt(var + BN_EPS) * weight + bias).flatten(0, 1)
 
-        h = x.flatten(0, 1)
+        def conv(h: torch.Tensor, name: str, padding: int) -> torch.Tensor:
+            return F.conv2d(h, params[name], padding=padding)
+
+        return self._blocks(x.flatten(0, 1), conv, norm).reshape(tasks, n, -1)
+
+    def _per_task_features(self, params: Params, x: torch.Tensor, stats_from: int | None) -> torch.Tensor:
+        """Per-task body weights (gradient-based methods adapting the body): the tasks side by side in
+        the channel dimension, each layer one grouped convolution, as Conv-4 runs them."""
+        tasks, n = x.shape[:2]
+
+        def per_task(name: str) -> torch.Tensor:
+            value = params[name]
+            own = self.get_parameter(name)
+            value = value if value.dim() > own.dim() else value.expand(tasks, *own.shape)
+            return value.reshape(tasks * own.shape[0], *own.shape[1:])
+
+        def norm(h: torch.Tensor, name: str) -> torch.Tensor:
+            # Per channel of the packed map is per task and channel, over the task's images and positions.
+            var, mean = torch.var_mean(h[:stats_from], dim=(0, 2, 3), keepdim=True, correction=0)
+            weight, bias = per_task(f"{name}.weight").view(1, -1, 1, 1), per_task(f"{name}.bias").view(1, -1, 1, 1)
+            return (h - mean) * torch.rsqrt(var + BN_EPS) * weight + bias
+
+        def conv(h: torch.Tensor, name: str, padding: int) -> torch.Tensor:
+            return F.conv2d(h, per_task(name), padding=padding, groups=tasks)
+
+        h = x.transpose(0, 1).reshape(n, tasks * x.shape[2], *x.shape[3:])
+        out = self._blocks(h, conv, norm)
+        return out.reshape(n, tasks, -1).transpose(0, 1)
+
+    def _blocks(self, h: torch.Tensor, conv: Callable[[torch.Tensor, str, int], torch.Tensor],
+                norm: Callable[[torch.Tensor, str], torch.Tensor]) -> torch.Tensor:
         for index in range(len(self.blocks)):
             prefix = f"blocks.{index}"
             out = h
-            for conv in (1, 2, 3):
-                out = norm(F.conv2d(out, shared(f"{prefix}.conv{conv}.weight"), padding=1), f"{prefix}.norm{conv}")
-                if conv < 3:
+            for layer in (1, 2, 3):
+                out = norm(conv(out, f"{prefix}.conv{layer}.weight", 1), f"{prefix}.norm{layer}")
+                if layer < 3:
                     out = F.leaky_relu(out, LEAKY_SLOPE)
-            residual = norm(F.conv2d(h, shared(f"{prefix}.shortcut_conv.weight")), f"{prefix}.shortcut_norm")
+            residual = norm(conv(h, f"{prefix}.shortcut_conv.weight", 0), f"{prefix}.shortcut_norm")
             h = F.max_pool2d(F.leaky_relu(out + residual, LEAKY_SLOPE), 2)
-        return h.reshape(tasks, n, -1)
+        return h

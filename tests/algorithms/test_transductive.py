@@ -107,3 +107,17 @@ def test_tim_and_laplacianshot_score_a_batch_of_real_shaped_episodes():
         batch = synthetic_batch(tasks=3, queries=4)
         values = algorithm.evaluate(batch, 0)
         assert values.shape == (3,) and torch.isfinite(values).all()
+
+
+def test_tim_without_steps_and_laplacianshot_without_a_graph_reduce_to_nearest_centroid():
+    """TIM with no step scores by the cosine to the class means (SimpleShot's cosine); LaplacianShot with
+    lambda 0 assigns each query to its nearest (rectified) prototype."""
+    support, labels, query, _, centre = episode(5)
+    s, q = transformed(support[None], query[None], centre, True)
+    from bench.algorithms.simpleshot import nearest_centroid_scores
+    simpleshot = nearest_centroid_scores(support[None], labels[None], query[None], WAYS, centre, True, "cosine")
+    torch.testing.assert_close(information_maximization_scores(s, labels[None], q, WAYS, TIMHparams(steps=0)),
+                               simpleshot, rtol=0, atol=1e-12)
+    prototypes = rectified_prototypes(s, labels[None], q, WAYS)
+    assignments = laplacian_assignments(q, prototypes, 3, 0.0, 5)
+    assert torch.equal(assignments.argmax(-1), torch.cdist(q, prototypes).argmin(-1))

@@ -46,15 +46,24 @@ def test_batch_norm_uses_each_tasks_own_statistics():
     torch.testing.assert_close(together, alone)
 
 
-def test_the_body_is_shared_only_and_the_head_may_be_per_task():
-    model = ResNet12((1, 28, 28), (8, 8, 8, 8), 5, generator("resnet12"))
-    x = torch.rand(2, 4, 1, 28, 28, generator=generator("x"))
+def test_a_per_task_body_runs_each_task_as_alone_and_a_copied_one_as_shared():
+    model = ResNet12((1, 28, 28), (8, 12, 16, 20), 5, generator("resnet12")).double()
+    x = torch.rand(3, 4, 1, 28, 28, generator=generator("x"), dtype=torch.float64)
     params = model.params()
-    per_task_head = {**params, **{k: params[k].expand(2, *params[k].shape) for k in model.head_names}}
-    assert model.functional(per_task_head, x).shape == (2, 4, 5)
+    gen = generator("perturb")
+    per_task = {k: v.expand(3, *v.shape) + 0.1 * torch.randn(3, *v.shape, generator=gen, dtype=torch.float64)
+                for k, v in params.items()}
+    for stats_from in (None, 2):
+        together = model.functional(per_task, x, stats_from)
+        for task in range(3):
+            alone = model.functional({k: v[task] for k, v in per_task.items()}, x[task:task + 1], stats_from)
+            torch.testing.assert_close(together[task:task + 1], alone, rtol=1e-10, atol=1e-10)
+        copied = {k: v.expand(3, *v.shape) for k, v in params.items()}
+        torch.testing.assert_close(model.functional(copied, x, stats_from), model.functional(params, x, stats_from),
+                                   rtol=1e-10, atol=1e-10)
     weight = "blocks.0.conv1.weight"
-    with pytest.raises(ValueError, match="shared body parameters only: blocks.0.conv1.weight"):
-        model.features({**params, weight: params[weight].expand(2, *params[weight].shape)}, x)
+    with pytest.raises(ValueError, match="blocks.0.conv1.weight has shape"):
+        model.features({**params, weight: params[weight][:4]}, x)
 
 
 def test_suites_validate_resnet12_and_its_batch_norm():
@@ -64,19 +73,16 @@ def test_suites_validate_resnet12_and_its_batch_norm():
         load_suite("omniglot-5w1s", overrides={"model": SMALL, "batch_norm": "none"})
 
 
-def test_per_task_adaptation_does_not_apply_to_resnet12():
+def test_every_algorithm_for_images_applies_to_resnet12_now_that_the_body_may_be_per_task():
     suite = small_suite()
     chosen, skipped = resolve_algorithms(suite, None)
     names = {a.name for a in chosen}
-    assert {"protonet", "matchingnet", "metaoptnet.svm", "baseline"} <= names
-    assert "resnet12 backbone takes shared body parameters only" in skipped["maml"] and "reptile" in skipped
-    assert "anil" in names  # it adapts only the head, which may be per task
-    with pytest.raises(BenchError, match="does not apply .* resnet12 backbone takes shared body parameters only"):
-        resolve_algorithms(suite, ["maml"])
+    assert {"protonet", "matchingnet", "metaoptnet.svm", "baseline", "anil", "maml", "reptile", "mamlpp"} <= names
+    assert not any("resnet12" in reason for reason in skipped.values())
 
 
 @pytest.mark.parametrize("name", ["protonet", "matchingnet", "relationnet", "metaoptnet.ridge", "metaoptnet.svm",
-                                  "baseline", "baselinepp", "anil"])
+                                  "baseline", "baselinepp", "anil", "maml", "fomaml", "reptile"])
 def test_metric_and_transfer_methods_train_and_evaluate_on_resnet12(name):
     suite = small_suite()
     problem = Problem(suite=suite, in_shape=(1, 28, 28), out_features=5, n_train_classes=10)
