@@ -293,6 +293,66 @@ class CIFAR100Data(StrictModel):
         return Normalization(mean=self.mean, std=self.std)
 
 
+class CUBData(StrictModel):
+    """CUB-200-2011 (Wah et al. 2011), read directly from the official ``CUB_200_2011.tgz``, RGB.
+
+    The split is Chen et al. 2019's (their ``write_CUB_filelist.py``, after Hilliard et al. 2018):
+    the 200 class folders in name order, class i in train when i % 2 == 0, in val when i % 4 == 1,
+    in test when i % 4 == 3 (100 / 50 / 50). A class keeps all its images (41 to 60), in file-name
+    order, each resized to ``image_size`` squared (the whole image: no bounding-box crop).
+    """
+
+    kind: Literal["cub"]
+    archive: str = "cub/CUB_200_2011.tgz"
+    image_size: int = Field(default=84, ge=4)
+    resize_filter: ImageFilter = "lanczos"
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    @property
+    def normalization(self) -> Normalization | None:
+        return Normalization(mean=self.mean, std=self.std)
+
+
+# MetaOptNet's tieredImageNet normalisation (its data loader's mean and std of the training pixels).
+TIERED_MEAN = (120.39586422 / 255, 115.59361427 / 255, 104.54012653 / 255)
+TIERED_STD = (70.68188272 / 255, 68.27635443 / 255, 72.54505529 / 255)
+
+
+class TieredImageNetData(StrictModel):
+    """tieredImageNet (Ren et al. 2018): 608 ImageNet classes under 34 high-level categories, split by
+    category 20 / 6 / 8 (351 / 97 / 160 classes), 84x84 RGB.
+
+    Read from the de facto distribution of Ren et al.'s code: ``{train,val,test}_images_png.pkl``
+    (each image PNG-encoded) and ``{train,val,test}_labels.pkl`` (``label_specific`` per image and
+    ``label_specific_str``, the class names) in ``pickle_dir``. There is no official download: the
+    files are shared by the authors (the message of a missing file says where to put them). A class
+    keeps its images in the pickle's order, the first ``images_per_class`` when given; classes differ
+    in size. The same images as a folder tree ``<root>/{train,val,test}/<class>/<image>`` are read
+    by the ``image-folder`` kind with ``split: subfolders``.
+    """
+
+    kind: Literal["tiered-imagenet"]
+    pickle_dir: str = "tiered-imagenet"
+    images_per_class: int | None = Field(default=None, ge=1)
+    image_size: int = Field(default=84, ge=4)
+    resize_filter: ImageFilter = "lanczos"
+    mean: tuple[float, float, float] = TIERED_MEAN
+    std: tuple[float, float, float] = TIERED_STD
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    @property
+    def normalization(self) -> Normalization | None:
+        return Normalization(mean=self.mean, std=self.std)
+
+
 class MiniImageNetData(StrictModel):
     """mini-ImageNet (Vinyals et al. 2016) with Ravi & Larochelle's 64 / 16 / 20 class split, 84x84 RGB.
 
@@ -497,8 +557,8 @@ class TextModel(StrictModel):
         return self
 
 
-DataConfig = Annotated[SineData | OmniglotData | TinyImageNetData | CIFAR100Data | MiniImageNetData | ImageFolderData
-                       | TextData,
+DataConfig = Annotated[SineData | OmniglotData | TinyImageNetData | CIFAR100Data | CUBData | TieredImageNetData
+                       | MiniImageNetData | ImageFolderData | TextData,
                        Field(discriminator="kind")]
 ModelConfig = Annotated[MLPModel | Conv4Model | ResNet12Model | TextModel, Field(discriminator="kind")]
 BUILT_IN_DATA_KINDS = tuple(get_args(m.model_fields["kind"].annotation)[0] for m in get_args(get_args(DataConfig)[0]))

@@ -14,11 +14,13 @@ from types import ModuleType
 
 from bench.config import (
     CIFAR100Data,
+    CUBData,
     ImageFolderData,
     MiniImageNetData,
     Normalization,
     OmniglotData,
     Suite,
+    TieredImageNetData,
     TinyImageNetData,
     plugin_data_kind,
 )
@@ -28,6 +30,8 @@ DATA_MODULES = {
     "omniglot": "bench.datasets.omniglot",
     "tiny-imagenet": "bench.datasets.tiny_imagenet",
     "cifar100": "bench.datasets.cifar100",
+    "cub": "bench.datasets.cub",
+    "tiered-imagenet": "bench.datasets.tiered_imagenet",
     "mini-imagenet": "bench.datasets.mini_imagenet",
     "image-folder": "bench.datasets.image_folder",
     "text": "bench.datasets.text",
@@ -55,8 +59,9 @@ def load_classification_data(suite: Suite) -> tuple[ClassImages, dict[str, list[
     if module is None or not hasattr(module, "load_split_images"):
         raise AssertionError(f"no image dataset reader for data kind {suite.data.kind!r}")
     data, splits = module.load_split_images(suite.data)
-    assert isinstance(suite.data, OmniglotData | TinyImageNetData | CIFAR100Data | MiniImageNetData | ImageFolderData), \
-        "image data (its reader ran)"
+    image_kinds = (OmniglotData | TinyImageNetData | CIFAR100Data | CUBData | TieredImageNetData | MiniImageNetData
+                   | ImageFolderData)
+    assert isinstance(suite.data, image_kinds), "image data (its reader ran)"
     return data, splits, suite.data.normalization
 
 

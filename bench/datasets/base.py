@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import zipfile
 import zlib
 from collections.abc import Callable
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image
 
@@ -37,6 +39,24 @@ ZIP_ERRORS = (zipfile.BadZipFile, NotImplementedError, zlib.error, EOFError, OSE
 # The suites' resize_filter names, as PIL's filters.
 FILTERS = {"lanczos": Image.Resampling.LANCZOS, "bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC,
            "box": Image.Resampling.BOX, "nearest": Image.Resampling.NEAREST}
+
+
+NUMPY_2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
+
+
+class ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays, dicts, lists, bytes and numbers only: a downloaded pickle must not run code."""
+
+    # _codecs.encode is how protocol 2 spells bytes on Python 3.
+    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy._core.multiarray", "scalar"), ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str) -> Any:
+        canonical = "numpy._core" + module.removeprefix("numpy.core") if module.startswith("numpy.core") else module
+        if (canonical, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
+        # Pickles written by numpy 1 name numpy.core, which numpy 2 renamed (importing it warns).
+        return super().find_class(canonical if NUMPY_2 else module, name)
 
 
 @dataclass(frozen=True)
@@ -146,6 +166,6 @@ def cached(name: str, key: str, build: Callable[[], ClassImages]) -> ClassImages
 
 
 __all__ = [
-    "FILTERS", "ClassImages", "cache_dir", "cache_key", "cached", "cached_file", "cached_tensor",
+    "FILTERS", "ArrayUnpickler", "ClassImages", "cache_dir", "cache_key", "cached", "cached_file", "cached_tensor",
     "data_dir", "file_digest", "file_sha256", "require_files", "write_atomic",
 ]

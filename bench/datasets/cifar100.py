@@ -21,7 +21,7 @@ import torch
 from PIL import Image
 
 from bench.config import CIFAR100_SUPERCLASSES, CIFAR100Data
-from bench.datasets.base import FILTERS, SPLITS, ClassImages, cache_key, cached, data_dir, file_sha256
+from bench.datasets.base import FILTERS, SPLITS, ArrayUnpickler, ClassImages, cache_key, cached, data_dir, file_sha256
 from bench.datasets.verify import verify_official
 from bench.errors import BenchError, DataNotFound
 
@@ -35,15 +35,6 @@ DOWNLOADS = {
 }
 ROOT = "cifar-100-python"
 TRAIN_IMAGES, TEST_IMAGES = 500, 100  # per class in the archive
-SAFE_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
-
-
-class _ArraysOnly(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) not in SAFE_GLOBALS:
-            raise pickle.UnpicklingError(f"the pickle asks for {module}.{name}, which CIFAR-100's pickles never do")
-        return super().find_class(module, name)
 
 
 def required_files(config: CIFAR100Data) -> Path:
@@ -67,7 +58,7 @@ def _read_pickles(path: Path) -> dict[str, dict[bytes, Any]]:
                 member = archive.extractfile(f"{ROOT}/{name}")
                 if member is None:
                     raise KeyError(name)
-                out[name] = _ArraysOnly(io.BytesIO(member.read()), encoding="bytes").load()
+                out[name] = ArrayUnpickler(io.BytesIO(member.read()), encoding="bytes").load()
             return out
     except KeyError as exc:
         raise BenchError(f"{path}: no {ROOT}/{exc.args[0]}; this is not the official CIFAR-100 python archive") from None

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 NOT_DOWNLOADABLE = {
     "image-folder": "an image folder is your own data: nothing to download (docs/data.md, \"Bring your own images\")",
     "mini-imagenet": "mini-ImageNet has no official download; see the message of `python -m bench run mini-imagenet-5w1s`",
+    "tiered-imagenet": "tieredImageNet has no official download; see the message of `python -m bench run tiered-imagenet-5w1s`",
 }
 
 

@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from bench.config import MiniImageNetData
-from bench.datasets.base import FILTERS, SPLITS, ClassImages, cache_dir, cache_key, cached, data_dir, file_sha256
+from bench.datasets.base import FILTERS, SPLITS, ArrayUnpickler, ClassImages, cache_dir, cache_key, cached, data_dir, file_sha256
 from bench.errors import BenchError, DataNotFound
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,6 @@ PICKLE_URLS = {
     "test": "https://drive.google.com/uc?export=download&id=1wpmY-hmiJUUlRBkO9ZDCXAcIpHEFdOhD",
 }
 CSV_SOURCE = "https://github.com/twitter/meta-learning-lstm/tree/master/data/miniImagenet"
-NUMPY_2 = np.lib.NumpyVersion(np.__version__) >= "2.0.0"
 
 
 def _paths(config: MiniImageNetData) -> dict[str, dict[str, Path]]:
@@ -134,25 +133,10 @@ def _to_chw(rgb: Image.Image, config: MiniImageNetData) -> np.ndarray:
     return np.asarray(rgb).transpose(2, 0, 1)
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickles numpy arrays, dicts, lists and numbers only: a downloaded pickle must not run code."""
-
-    # _codecs.encode is how protocol 2 spells bytes on Python 3.
-    ALLOWED = {("numpy", "ndarray"), ("numpy", "dtype"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy._core.multiarray", "scalar"), ("numpy._core.numeric", "_frombuffer"), ("_codecs", "encode")}
-
-    def find_class(self, module: str, name: str) -> Any:
-        canonical = "numpy._core" + module.removeprefix("numpy.core") if module.startswith("numpy.core") else module
-        if (canonical, name) not in self.ALLOWED:
-            raise pickle.UnpicklingError(f"refusing to load {module}.{name}")
-        # Pickles written by numpy 1 name numpy.core, which numpy 2 renamed (importing it warns).
-        return super().find_class(canonical if NUMPY_2 else module, name)
-
-
 def _read_pickle(path: Path) -> tuple[np.ndarray, dict[str, list[int]]]:
     try:
         with path.open("rb") as handle:
-            raw = _ArrayUnpickler(handle, encoding="latin1").load()
+            raw = ArrayUnpickler(handle, encoding="latin1").load()
     except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError) as exc:
         raise BenchError(f"{path}: not a readable mini-ImageNet pickle ({exc}); download it again") from None
     images = raw.get("image_data") if isinstance(raw, dict) else None
