@@ -148,13 +148,16 @@ def run(
 
 def tune(suite: str, algorithms: list[str] | None = None, trials: int = 20, tier: str | None = None, seed: int = 0,
          results_dir: Path | str = "results", device: str = "auto", overrides: list[str] | tuple[str, ...] = (),
-         resume: bool = False, progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
+         resume: bool = False, progress: bool = True, executor: Any = None,
+         parallel: int = 1) -> tuple[list[dict[str, Any]], Path]:
     """Tune ``algorithms`` (all that apply and declare a search space, when None) on ``suite``: the same
     number of trials and the same budget each, scored on validation episodes only (bench.run.tuning).
-    Returns each study's summary and the tuned file that ``run(..., use_tuned=True)`` reads."""
+    ``parallel`` trials at a time on a Ray ``executor``. Returns each study's summary and the tuned
+    file that ``run(..., use_tuned=True)`` reads."""
     from bench.run import tuning
 
-    return tuning.tune(suite, algorithms, trials, tier, seed, results_dir, device, overrides, resume, progress)
+    return tuning.tune(suite, algorithms, trials, tier, seed, results_dir, device, overrides, resume, progress,
+                       executor, parallel)
 
 
 def execute(planned: RunPlan, progress: bool = True, executor: Any = None, resume: bool = False) -> list[dict[str, Any]]:

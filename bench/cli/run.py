@@ -147,11 +147,16 @@ def add_tune_arguments(parser: argparse.ArgumentParser) -> None:
                                         "RESULTS_DIR/tuned/SUITE-TIER.json (default: results)")
     parser.add_argument("--resume", action="store_true", help="continue a study: finished trials are read back, an "
                                                               "interrupted one continues from its checkpoint")
+    parser.add_argument("--parallel", type=common.positive_int, default=1, metavar="N",
+                        help="with --executor ray: N trials at a time, drawn in rounds from the earlier rounds' results "
+                             "(part of the study: other values than one at a time; default 1)")
+    common.add_executor_arguments(parser)
 
 
 def handle_tune(args: argparse.Namespace) -> int:
     summaries, path = api.tune(args.suite, args.algorithms, args.trials, args.tier, args.seed, args.results_dir,
-                               args.device, args.overrides, args.resume, progress=not args.quiet)
+                               args.device, args.overrides, args.resume, progress=not args.quiet,
+                               executor=common.executor_from(args), parallel=args.parallel)
     for summary in summaries:
         best = summary["best"]
         print(f"{summary['algorithm']}: best of {summary['trials']} trials is trial {best['number']} "

@@ -8,6 +8,9 @@ Optuna's default), in the space the algorithm declares beside its hyperparameter
 
 A study is reproducible and resumable trial by trial: trial n's values are drawn by a sampler seeded
 from (study seed, n) given the results of trials 0..n-1, which are read back from their records.
+With ``parallel`` k > 1 (on a Ray executor) the trials are drawn and run in rounds of k, each round
+given the results of the rounds before it, so a study of k at a time is as reproducible, and is a
+study of its own (k is in its provenance).
 Each trial is a normal run record (status, hyperparameters, validation curve) under
 ``RESULTS/tuning/SUITE/TIER/STUDY/trial-NNN/``; a killed study continues with ``--resume`` (finished
 trials are read, an interrupted one continues from its checkpoint). The best values of each
@@ -20,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,10 +105,13 @@ def suggest(study: Study, finished: list[tuple[dict[str, Any], float | None]], n
 
 
 def plan_studies(suite_name: str, algorithms: list[str] | None, trials: int, tier: str | None, seed: int,
-                 results_dir: Path, overrides: list[str] | tuple[str, ...]) -> tuple[Suite, list[Study], dict[str, str]]:
+                 results_dir: Path, overrides: list[str] | tuple[str, ...],
+                 parallel: int = 1) -> tuple[Suite, list[Study], dict[str, str]]:
     """Resolve and check a tuning request (bad input fails here, before any trial)."""
     if trials < 1:
         raise BenchError(f"--trials {trials}: give at least 1 trial per algorithm")
+    if parallel < 1:
+        raise BenchError(f"--parallel {parallel}: give at least 1 trial at a time")
     parsed = Overrides.parse(overrides)
     if parsed.algorithms:
         raise BenchError(f"--set {', '.join(parsed.algorithms)}.*: bench tune searches the hyperparameters; "
@@ -127,6 +134,9 @@ def plan_studies(suite_name: str, algorithms: list[str] | None, trials: int, tie
             "search_space": {k: v.to_json() for k, v in space.items()},
             "trials": trials, "seed": seed, "sampler": SAMPLER, "score": "best validation metric (val_tasks episodes)",
             "pruning": "none",
+            # Trials drawn in rounds of `parallel`, each round from the results of the rounds before it: the
+            # values differ from one-at-a-time drawing, so it is part of the study (absent when 1, as before).
+            **({"parallel": parallel} if parallel > 1 else {}),
         }
         study_hash = digest(provenance)
         directory = results_dir / records.TUNING / suite.name / str(suite.tier) / f"{algorithm.name}-{study_hash[:12]}"
@@ -152,7 +162,8 @@ def _stored_trial(study: Study, number: int) -> dict[str, Any] | None:
 
 
 def run_study(study: Study, suite_name: str, suite: Suite, seed: int, device: str,
-              overrides: list[str] | tuple[str, ...], progress: bool) -> dict[str, Any]:
+              overrides: list[str] | tuple[str, ...], progress: bool,
+              executor: executors.Executor | None = None) -> dict[str, Any]:
     """Every trial of ``study`` (its stored ones read back); returns its summary (also written to ``study.json``)."""
     name, lower = study.algorithm.name, suite.lower_is_better
     study_file = study.directory / "study.json"
@@ -160,24 +171,38 @@ def run_study(study: Study, suite_name: str, suite: Suite, seed: int, device: st
     records.write_atomic(study_file, json.dumps({**study.provenance, "status": "running"}, indent=1) + "\n")
     finished: list[tuple[dict[str, Any], float | None]] = []
     trials = []
-    for number in range(study.provenance["trials"]):
-        values = suggest(study, finished, number, seed, lower)
-        record = _stored_trial(study, number)
-        if record is None:
-            log.info("%s trial %d: %s", name, number, format_values(values))
-            plan = plan_run(suite_name, [name], [seed], suite.tier, study.trial_dir(number), device,
-                            overrides, assigned={name: values},
-                            tuning_trial={"study": study.name, "study_sha256": study.provenance["study_sha256"],
-                                          "number": number, "values": values})
-            [record] = executors.execute(plan, progress=progress, resume=True)
-        stored_values = (record.get("tuning_trial") or {}).get("values")
-        if stored_values != values:
-            raise BenchError(f"{study.trial_dir(number)}: its record holds {stored_values}, but this study draws "
-                             f"{values} for trial {number}; the folder belongs to another study: move it away")
-        score = _score(record)
-        finished.append((values, score))
-        trials.append({"number": number, "values": values, "best_val_metric": score, "status": record["status"],
-                       "wall_time_s": (record.get("timing") or {}).get("wall_time_s")})
+    parallel = study.provenance.get("parallel", 1)
+
+    def run_trial(number: int, values: dict[str, Any]) -> dict[str, Any]:
+        log.info("%s trial %d: %s", name, number, format_values(values))
+        plan = plan_run(suite_name, [name], [seed], suite.tier, study.trial_dir(number), device,
+                        overrides, assigned={name: values},
+                        tuning_trial={"study": study.name, "study_sha256": study.provenance["study_sha256"],
+                                      "number": number, "values": values})
+        [record] = executors.execute(plan, progress=progress and parallel == 1, executor=executor, resume=True)
+        return record
+
+    for start in range(0, study.provenance["trials"], parallel):
+        numbers = range(start, min(start + parallel, study.provenance["trials"]))
+        drawn = {n: suggest(study, finished, n, seed, lower) for n in numbers}  # from the earlier rounds only
+        found = {n: _stored_trial(study, n) for n in numbers}
+        missing = [n for n in numbers if found[n] is None]
+        if len(missing) > 1:  # the round's trials at once, each a job of the (Ray) executor
+            with ThreadPoolExecutor(max_workers=len(missing)) as pool:
+                found.update(zip(missing, pool.map(run_trial, missing, [drawn[n] for n in missing]), strict=True))
+        else:
+            found.update({n: run_trial(n, drawn[n]) for n in missing})
+        for number in numbers:
+            record, values = found[number], drawn[number]
+            assert record is not None, "every trial of the round ran or was stored"
+            stored_values = (record.get("tuning_trial") or {}).get("values")
+            if stored_values != values:
+                raise BenchError(f"{study.trial_dir(number)}: its record holds {stored_values}, but this study draws "
+                                 f"{values} for trial {number}; the folder belongs to another study: move it away")
+            score = _score(record)
+            finished.append((values, score))
+            trials.append({"number": number, "values": values, "best_val_metric": score, "status": record["status"],
+                           "wall_time_s": (record.get("timing") or {}).get("wall_time_s")})
     scored = [t for t in trials if t["best_val_metric"] is not None]
     if not scored:
         raise BenchError(f"{name}: none of its {len(trials)} trials finished with a validation score "
@@ -191,11 +216,18 @@ def run_study(study: Study, suite_name: str, suite: Suite, seed: int, device: st
 
 def tune(suite_name: str, algorithms: list[str] | None = None, trials: int = 20, tier: str | None = None, seed: int = 0,
          results_dir: Path | str = "results", device: str = "auto", overrides: list[str] | tuple[str, ...] = (),
-         resume: bool = False, progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
-    """Tune each algorithm (all that apply when None) on ``suite_name``; the study summaries and the tuned file."""
+         resume: bool = False, progress: bool = True, executor: executors.Executor | None = None,
+         parallel: int = 1) -> tuple[list[dict[str, Any]], Path]:
+    """Tune each algorithm (all that apply when None) on ``suite_name``; the study summaries and the tuned file.
+
+    ``parallel``: trials drawn and run at a time (rounds, each drawn from the results of the earlier
+    ones), which needs an executor that runs jobs side by side (``RayExecutor``)."""
     import_optuna()
+    if parallel > 1 and not isinstance(executor, executors.RayExecutor):
+        raise BenchError(f"--parallel {parallel} runs trials side by side on a Ray cluster: add --executor ray "
+                         "(this process alone runs one trial at a time)")
     results_path = Path(results_dir)
-    suite, studies, skipped = plan_studies(suite_name, algorithms, trials, tier, seed, results_path, overrides)
+    suite, studies, skipped = plan_studies(suite_name, algorithms, trials, tier, seed, results_path, overrides, parallel)
     for name, why in skipped.items():
         log.info("not tuned: %s (%s)", name, why)
     for study in studies:  # every study's folder is checked before the first trial runs
@@ -205,7 +237,7 @@ def tune(suite_name: str, algorithms: list[str] | None = None, trials: int = 20,
     records.check_writable(results_path, subdirs=(records.TUNING, records.TUNED))
     summaries, path = [], tuned_path(results_path, suite)
     for study in studies:  # each algorithm's best is written as its study ends, so a killed run keeps the finished ones
-        summaries.append(run_study(study, suite_name, suite, seed, device, overrides, progress))
+        summaries.append(run_study(study, suite_name, suite, seed, device, overrides, progress, executor))
         path = write_tuned(results_path, suite, summaries[-1:])
     return summaries, path
 

@@ -127,6 +127,7 @@ def test_tuned_values_from_another_budget_are_refused(tmp_path):
     (["sine", "--set", "maml.inner_lr=0.1"], "only suite.FIELD=VALUE"),
     (["sine", "--set", "suite.val_tasks=0"], "suite.val_tasks"),  # every suite validates on at least one episode
     (["banking77-5w1s", "--algorithms", "centroid"], "centroid declares no tunable hyperparameter"),
+    (["sine", "--parallel", "2"], "--parallel 2 runs trials side by side on a Ray cluster: add --executor ray"),
 ])
 def test_bad_tuning_input_is_one_line_and_exit_2_before_any_trial(cli, tmp_path, arguments, message):
     code, _, err = cli("tune", *arguments, "--tier", "smoke", "--results-dir", str(tmp_path / "r"))
@@ -137,3 +138,25 @@ def test_bad_tuning_input_is_one_line_and_exit_2_before_any_trial(cli, tmp_path,
 def test_run_tuned_without_a_study_says_what_to_do(cli, tmp_path):
     code, _, err = cli("run", "sine", "--tier", "smoke", "--tuned", "--results-dir", str(tmp_path))
     assert code == 2 and "no tuned hyperparameters for this suite and tier; run `bench tune` first" in err
+
+
+@pytest.mark.slow
+def test_trials_run_in_parallel_rounds_on_ray_reproducibly_as_a_study_of_their_own(tmp_path):
+    ray = pytest.importorskip("ray")
+    from bench.run.executors import RayExecutor
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        first, _ = tune(tmp_path / "a", trials=4, algorithms=("cnp",), executor=RayExecutor(cpus_per_job=1), parallel=2)
+        again, _ = tune(tmp_path / "b", trials=4, algorithms=("cnp",), executor=RayExecutor(cpus_per_job=1), parallel=2)
+    finally:
+        ray.shutdown()
+    assert trial_summaries(again) == trial_summaries(first)
+    assert [t["status"] for t in first[0]["trials_run"]] == ["completed"] * 4
+    assert first[0]["parallel"] == 2
+    one_at_a_time, _ = tune(tmp_path / "c", trials=4, algorithms=("cnp",))
+    assert "parallel" not in one_at_a_time[0] and one_at_a_time[0]["study_sha256"] != first[0]["study_sha256"]
+    (ray_study,) = (tmp_path / "a" / "tuning" / "sine" / "smoke").glob("cnp-*")
+    trial_records = [records.load_record(p) for trial in sorted(ray_study.glob("trial-*"))
+                     for p in records.iter_record_paths(trial)]
+    assert len(trial_records) == 4 and {r["executor"]["name"] for r in trial_records} == {"ray"}
