@@ -182,7 +182,22 @@ def _disjoint_split(split: dict[SplitName, tuple[str, ...]]) -> None:
             seen[cls] = name
 
 
-class TinyImageNetData(StrictModel):
+class NormalizedRGBData(StrictModel):
+    """Base of the RGB image datasets that always normalise with their ``mean`` and ``std``."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @property
+    def channels(self) -> int:
+        return 3
+
+    @property
+    def normalization(self) -> Normalization | None:
+        return Normalization(mean=self.mean, std=self.std)
+
+
+class TinyImageNetData(NormalizedRGBData):
     """Tiny-ImageNet-200 (Stanford CS231n): the train images of the official archive, 64x64 RGB.
 
     No few-shot split of Tiny-ImageNet is standard, so ``split`` lists the wnids of each split
@@ -208,14 +223,6 @@ class TinyImageNetData(StrictModel):
             raise ValueError(f"split entries must be WordNet ids like n01443537, got {bad[0]!r}")
         _disjoint_split(self.split)
         return self
-
-    @property
-    def channels(self) -> int:
-        return 3
-
-    @property
-    def normalization(self) -> Normalization | None:
-        return Normalization(mean=self.mean, std=self.std)
 
 
 # CIFAR-100's published class hierarchy (Krizhevsky 2009, https://www.cs.toronto.edu/~kriz/cifar.html):
@@ -247,7 +254,7 @@ CIFAR100_MEAN = (129.37731888 / 255, 124.10583864 / 255, 112.47758569 / 255)
 CIFAR100_STD = (68.20947949 / 255, 65.43124043 / 255, 70.45866994 / 255)
 
 
-class CIFAR100Data(StrictModel):
+class CIFAR100Data(NormalizedRGBData):
     """CIFAR-100 (Krizhevsky 2009) as few-shot classes, from the official python archive, 32x32 RGB.
 
     Every class keeps its first ``images_per_class`` images of the archive's 500 train then 100 test
@@ -284,16 +291,8 @@ class CIFAR100Data(StrictModel):
             return dict(self.split)
         return {split: tuple(c for name in names for c in CIFAR100_SUPERCLASSES[name]) for split, names in self.split.items()}
 
-    @property
-    def channels(self) -> int:
-        return 3
 
-    @property
-    def normalization(self) -> Normalization | None:
-        return Normalization(mean=self.mean, std=self.std)
-
-
-class CUBData(StrictModel):
+class CUBData(NormalizedRGBData):
     """CUB-200-2011 (Wah et al. 2011), read directly from the official ``CUB_200_2011.tgz``, RGB.
 
     The split is Chen et al. 2019's (their ``write_CUB_filelist.py``, after Hilliard et al. 2018):
@@ -309,21 +308,13 @@ class CUBData(StrictModel):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
 
-    @property
-    def channels(self) -> int:
-        return 3
-
-    @property
-    def normalization(self) -> Normalization | None:
-        return Normalization(mean=self.mean, std=self.std)
-
 
 # MetaOptNet's tieredImageNet normalisation (its data loader's mean and std of the training pixels).
 TIERED_MEAN = (120.39586422 / 255, 115.59361427 / 255, 104.54012653 / 255)
 TIERED_STD = (70.68188272 / 255, 68.27635443 / 255, 72.54505529 / 255)
 
 
-class TieredImageNetData(StrictModel):
+class TieredImageNetData(NormalizedRGBData):
     """tieredImageNet (Ren et al. 2018): 608 ImageNet classes under 34 high-level categories, split by
     category 20 / 6 / 8 (351 / 97 / 160 classes), 84x84 RGB.
 
@@ -343,14 +334,6 @@ class TieredImageNetData(StrictModel):
     resize_filter: ImageFilter = "lanczos"
     mean: tuple[float, float, float] = TIERED_MEAN
     std: tuple[float, float, float] = TIERED_STD
-
-    @property
-    def channels(self) -> int:
-        return 3
-
-    @property
-    def normalization(self) -> Normalization | None:
-        return Normalization(mean=self.mean, std=self.std)
 
 
 class MiniImageNetData(StrictModel):
